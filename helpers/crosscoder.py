@@ -1,0 +1,395 @@
+"""The CrossCoder: a sparse dictionary trained jointly on the activations of n >= 2 models.
+
+Shapes follow the original Gemma-2-2B replication, so its checkpoints load without permutation:
+
+    x      [batch, n_models, d_model]     activations, one row per model
+    W_enc  [n_models, d_model, d_hidden]
+    W_dec  [d_hidden, n_models, d_model]  one decoder vector per latent and model
+    b_enc  [d_hidden]
+    b_dec  [n_models, d_model]
+
+Normalisation. Each model's activations are mapped to the crosscoder's working space by
+``(x - activation_mean[m]) * scale_factors[m]`` (the replication uses a zero mean and a scale that
+brings the mean norm to ``sqrt(d_model)``). The factors are buffers of the crosscoder, saved with it,
+so ``encode`` and ``decode`` take and return *raw* activations unless told ``normalized=True``.
+``fold_scaling()`` folds them into the weights; the crosscoder remembers that it did, so it never
+folds twice, and quantities that depend on the working space (decoder norms, the sparsity weights,
+the BatchTopK selection) are computed exactly as before folding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Literal
+
+import einops
+import torch
+from torch import nn
+
+Activation = Literal["relu", "topk", "batchtopk"]
+CodeNormalization = Literal["crosscoder", "sae", "none"]
+ACTIVATIONS: tuple[str, ...] = ("relu", "topk", "batchtopk")
+CODE_NORMALIZATIONS: tuple[str, ...] = ("crosscoder", "sae", "none")
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
+
+
+@dataclass
+class CrossCoderConfig:
+    """Everything that fixes a crosscoder's architecture (training knobs live in ``TrainConfig``).
+
+    Attributes:
+        d_model: width of each model's activation at the hook point.
+        d_hidden: number of latents (dictionary size).
+        n_models: number of models; index 0 is the base model (A), 1 the fine-tuned model (B).
+        activation: ``relu`` (L1-penalised), ``topk`` (k per token) or ``batchtopk`` (k * batch per
+            batch while training, a learned threshold at inference).
+        k: active latents per token for the top-k variants.
+        code_normalization: how each latent's activation is weighted by its decoder norms, in the
+            sparsity penalty and in top-k selection: ``crosscoder`` = sum over models of
+            ``||W_dec[j, m]||`` (Anthropic's weighting), ``sae`` = norm of the concatenated decoder
+            vectors, ``none`` = 1.
+        dec_init_norm: norm of each model's decoder vector at initialisation.
+        aux_k: dead latents used by the auxiliary loss of the top-k variants (default ``d_model // 2``).
+        aux_k_coeff: weight of the auxiliary loss in the total loss.
+        dead_after_tokens: a latent that has not fired for this many training tokens counts as dead.
+        threshold_beta: EMA decay of the BatchTopK inference threshold.
+        seed: seed of the initialisation.
+        hook_point: where the activations come from, e.g. ``blocks.14.hook_resid_pre``.
+        model_names: the models, in order (base first).
+        dtype: parameter dtype name (``float32``, ``bfloat16``, ...).
+    """
+
+    d_model: int
+    d_hidden: int
+    n_models: int = 2
+    activation: Activation = "relu"
+    k: int | None = None
+    code_normalization: CodeNormalization = "crosscoder"
+    dec_init_norm: float = 0.08
+    aux_k: int | None = None
+    aux_k_coeff: float = 1 / 32
+    dead_after_tokens: int = 1_000_000
+    threshold_beta: float = 0.999
+    seed: int = 0
+    hook_point: str | None = None
+    model_names: list[str] = field(default_factory=list)
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        if self.n_models < 2:
+            raise ValueError(f"n_models must be >= 2, got {self.n_models}")
+        if self.d_model <= 0 or self.d_hidden <= 0:
+            raise ValueError(f"d_model and d_hidden must be positive, got {self.d_model}, {self.d_hidden}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        if self.code_normalization not in CODE_NORMALIZATIONS:
+            raise ValueError(
+                f"code_normalization must be one of {CODE_NORMALIZATIONS}, got {self.code_normalization!r}"
+            )
+        if self.activation != "relu" and (self.k is None or not 0 < self.k <= self.d_hidden):
+            raise ValueError(f"activation {self.activation!r} needs 0 < k <= d_hidden, got k={self.k}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+        if self.model_names and len(self.model_names) != self.n_models:
+            raise ValueError(f"model_names has {len(self.model_names)} entries for n_models={self.n_models}")
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> CrossCoderConfig:
+        """Build a config from a dict, ignoring keys this version does not know."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+
+@dataclass
+class CrossCoderLosses:
+    """What ``CrossCoder.losses`` returns. Scalars are 0-d tensors; ``total`` carries the graph.
+
+    Attributes:
+        total: reconstruction + l1_coeff * sparsity + aux_k_coeff * aux_k; what the optimiser sees.
+        reconstruction: squared error summed over models and d_model, averaged over the batch.
+        sparsity: decoder-norm-weighted L1 of the latents, averaged over the batch.
+        aux_k: auxiliary dead-latent loss (0 for ``relu`` or when no latent is dead).
+        l0: mean number of active latents per token.
+        explained_variance: mean over tokens of 1 - ||x - x_hat||^2 / ||x - mean_batch(x)||^2.
+        explained_variance_per_model: the same per model, ``[n_models]``.
+        latents: the latent activations, ``[batch, d_hidden]`` (detached).
+    """
+
+    total: torch.Tensor
+    reconstruction: torch.Tensor
+    sparsity: torch.Tensor
+    aux_k: torch.Tensor
+    l0: torch.Tensor
+    explained_variance: torch.Tensor
+    explained_variance_per_model: torch.Tensor
+    latents: torch.Tensor
+
+
+class CrossCoder(nn.Module):
+    """A sparse crosscoder over ``n_models`` models at one site (see the module docstring)."""
+
+    def __init__(self, cfg: CrossCoderConfig):
+        super().__init__()
+        self.cfg = cfg
+        n, d, h = cfg.n_models, cfg.d_model, cfg.d_hidden
+        generator = torch.Generator().manual_seed(cfg.seed)
+        w_dec = torch.randn(h, n, d, generator=generator)
+        w_dec = w_dec / w_dec.norm(dim=-1, keepdim=True) * cfg.dec_init_norm
+        self.W_dec = nn.Parameter(w_dec.to(cfg.torch_dtype))
+        self.W_enc = nn.Parameter(
+            einops.rearrange(w_dec, "d_hidden n_models d_model -> n_models d_model d_hidden")
+            .contiguous()
+            .to(cfg.torch_dtype)
+        )
+        self.b_enc = nn.Parameter(torch.zeros(h, dtype=cfg.torch_dtype))
+        self.b_dec = nn.Parameter(torch.zeros(n, d, dtype=cfg.torch_dtype))
+        self.register_buffer("scale_factors", torch.ones(n))
+        self.register_buffer("activation_mean", torch.zeros(n, d))
+        self.register_buffer("scaling_folded", torch.tensor(False))
+        self.register_buffer("threshold", torch.tensor(-1.0))
+        self.register_buffer("tokens_since_fired", torch.zeros(h, dtype=torch.long))
+
+    # ------------------------------------------------------------------ normalisation
+
+    @property
+    def is_folded(self) -> bool:
+        return bool(self.scaling_folded)
+
+    def set_normalization(
+        self, scale_factors: torch.Tensor | list[float], activation_mean: torch.Tensor | None = None
+    ) -> None:
+        """Set the per-model scale factors ``[n_models]`` (and optionally means ``[n_models, d_model]``)."""
+        if self.is_folded:
+            raise RuntimeError("the scale factors are folded into the weights already; set them before folding")
+        scale = torch.as_tensor(scale_factors, dtype=torch.float32)
+        if scale.shape != (self.cfg.n_models,) or not torch.all(torch.isfinite(scale) & (scale > 0)):
+            raise ValueError(
+                f"scale_factors must be {self.cfg.n_models} positive finite numbers, got {scale.tolist()}"
+            )
+        self.scale_factors.copy_(scale)
+        if activation_mean is not None:
+            mean = torch.as_tensor(activation_mean, dtype=torch.float32)
+            if mean.shape != self.activation_mean.shape:
+                expected = tuple(self.activation_mean.shape)
+                raise ValueError(f"activation_mean must be {expected}, got {tuple(mean.shape)}")
+            self.activation_mean.copy_(mean)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw activations ``[..., n_models, d_model]`` -> the crosscoder's working space."""
+        return ((x - self.activation_mean.to(x.dtype)) * self.scale_factors.to(x.dtype)[:, None]).to(x.dtype)
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Working-space activations ``[..., n_models, d_model]`` -> raw activations."""
+        return (x / self.scale_factors.to(x.dtype)[:, None] + self.activation_mean.to(x.dtype)).to(x.dtype)
+
+    @torch.no_grad()
+    def fold_scaling(self) -> CrossCoder:
+        """Fold the normalisation into the weights so that they act on raw activations directly.
+
+        ``W_enc[m] *= s_m``, ``b_enc -= sum_m s_m mean_m @ W_enc[m]``, ``W_dec[:, m] /= s_m``,
+        ``b_dec[m] = b_dec[m] / s_m + mean_m``. Raises if already folded.
+        """
+        if self.is_folded:
+            raise RuntimeError("fold_scaling() was already applied to this crosscoder; folding twice is an error")
+        scale = self.scale_factors.to(self.W_enc.dtype)
+        mean = self.activation_mean.to(self.W_enc.dtype)
+        self.b_enc -= torch.einsum("nd,ndh->h", mean * scale[:, None], self.W_enc)
+        self.W_enc *= scale[:, None, None]
+        self.W_dec /= scale[None, :, None]
+        self.b_dec.copy_(self.b_dec / scale[:, None] + mean)
+        self.scaling_folded.fill_(True)
+        return self
+
+    def _to_weight_space(self, x: torch.Tensor, normalized: bool) -> torch.Tensor:
+        if self.is_folded:
+            return self.denormalize(x) if normalized else x
+        return x if normalized else self.normalize(x)
+
+    def _from_weight_space(self, x: torch.Tensor, normalized: bool) -> torch.Tensor:
+        if self.is_folded:
+            return self.normalize(x) if normalized else x
+        return x if normalized else self.denormalize(x)
+
+    # ------------------------------------------------------------------ decoder geometry
+
+    def decoder_norms(self) -> torch.Tensor:
+        """Norm of each latent's decoder vector per model in the working space, ``[d_hidden, n_models]``.
+
+        Independent of folding: after ``fold_scaling`` the stored vectors are divided by the scale
+        factors, and this multiplies them back, so relative norms mean the same thing either way.
+        """
+        norms = self.W_dec.norm(dim=-1)
+        if self.is_folded:
+            norms = norms * self.scale_factors.to(norms.dtype)[None, :]
+        return norms
+
+    def code_weights(self) -> torch.Tensor:
+        """Per-latent weight of the sparsity penalty and of top-k selection, ``[d_hidden]``."""
+        norms = self.decoder_norms()
+        if self.cfg.code_normalization == "crosscoder":
+            return norms.sum(dim=-1)
+        if self.cfg.code_normalization == "sae":
+            return norms.pow(2).sum(dim=-1).sqrt()
+        return torch.ones_like(norms[:, 0])
+
+    # ------------------------------------------------------------------ encode / decode
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        expected = (self.cfg.n_models, self.cfg.d_model)
+        if not isinstance(x, torch.Tensor) or x.ndim != 3 or tuple(x.shape[1:]) != expected:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"activations must have shape [batch, {expected[0]}, {expected[1]}], got {shape}")
+        if not torch.is_floating_point(x):
+            raise ValueError(f"activations must be a floating-point tensor, got dtype {x.dtype}")
+
+    def pre_activations(self, x: torch.Tensor, normalized: bool = False) -> torch.Tensor:
+        """Encoder pre-activations ``[batch, d_hidden]`` for activations ``x`` ``[batch, n_models, d_model]``."""
+        self._check_input(x)
+        x = self._to_weight_space(x, normalized).to(self.W_enc.dtype)
+        return einops.einsum(x, self.W_enc, "batch n d, n d h -> batch h") + self.b_enc
+
+    def _sparsify(self, acts: torch.Tensor, k: int | None, update_threshold: bool) -> torch.Tensor:
+        """Apply the configured sparsity to post-ReLU activations ``[batch, d_hidden]``."""
+        if self.cfg.activation == "relu":
+            return acts
+        k = k or self.cfg.k
+        scores = acts * self.code_weights()
+        if self.cfg.activation == "topk":
+            top = scores.topk(k, dim=-1)
+            mask = torch.zeros_like(acts, dtype=torch.bool).scatter_(-1, top.indices, True)
+            return acts * mask
+        if not self.training and self.threshold >= 0:
+            return acts * (scores > self.threshold)
+        flat = scores.flatten()
+        top = flat.topk(min(k * acts.shape[0], flat.numel()), sorted=False)
+        mask = torch.zeros_like(flat, dtype=torch.bool).scatter_(0, top.indices, True).view_as(acts)
+        if update_threshold:
+            self._update_threshold(top.values)
+        return acts * mask
+
+    @torch.no_grad()
+    def _update_threshold(self, selected_scores: torch.Tensor) -> None:
+        positive = selected_scores[selected_scores > 0]
+        if positive.numel() == 0:
+            return
+        smallest = positive.min().float()
+        if self.threshold < 0:
+            self.threshold.copy_(smallest)
+        else:
+            beta = self.cfg.threshold_beta
+            self.threshold.copy_(beta * self.threshold + (1 - beta) * smallest)
+
+    def encode(self, x: torch.Tensor, normalized: bool = False, k: int | None = None) -> torch.Tensor:
+        """Latent activations ``[batch, d_hidden]`` of activations ``x`` ``[batch, n_models, d_model]``.
+
+        ``x`` is raw unless ``normalized``. For ``batchtopk`` in eval mode the learned threshold is used
+        (batch top-k if none has been learned yet); ``k`` overrides ``cfg.k`` (for k annealing).
+        """
+        acts = torch.relu(self.pre_activations(x, normalized))
+        return self._sparsify(acts, k, update_threshold=False)
+
+    def decode(self, latents: torch.Tensor, normalized: bool = False) -> torch.Tensor:
+        """Reconstruction ``[batch, n_models, d_model]`` of latents ``[batch, d_hidden]``, raw unless ``normalized``."""
+        if latents.ndim != 2 or latents.shape[-1] != self.cfg.d_hidden:
+            raise ValueError(f"latents must have shape [batch, {self.cfg.d_hidden}], got {tuple(latents.shape)}")
+        out = einops.einsum(latents.to(self.W_dec.dtype), self.W_dec, "batch h, h n d -> batch n d") + self.b_dec
+        return self._from_weight_space(out, normalized)
+
+    def forward(self, x: torch.Tensor, normalized: bool = False) -> torch.Tensor:
+        """Reconstruct ``x`` ``[batch, n_models, d_model]``; raw in, raw out unless ``normalized``."""
+        return self.decode(self.encode(x, normalized), normalized)
+
+    # ------------------------------------------------------------------ losses
+
+    def losses(
+        self, x: torch.Tensor, normalized: bool = False, l1_coeff: float = 0.0, k: int | None = None
+    ) -> CrossCoderLosses:
+        """All training losses and metrics for a batch ``x`` ``[batch, n_models, d_model]``.
+
+        Losses are computed in the working (normalised) space, as in the replication. In training
+        mode this also updates the dead-latent counters and the BatchTopK threshold.
+        """
+        x_norm = x if normalized else self.normalize(x)
+        if self.is_folded:
+            x_norm = x_norm.to(self.W_enc.dtype)
+        acts = torch.relu(self.pre_activations(x_norm, normalized=True))
+        latents = self._sparsify(acts, k, update_threshold=self.training)
+        x_hat = self.decode(latents, normalized=True)
+        x_target = x_norm.to(x_hat.dtype)
+        error = (x_hat - x_target).float()
+        squared_error = error.pow(2)
+        reconstruction = squared_error.sum(dim=(-2, -1)).mean()
+        sparsity = (latents.float() * self.code_weights().float()).sum(-1).mean()
+
+        centred = (x_target - x_target.mean(0)).float().pow(2)
+        ev_per_model = (1 - squared_error.sum(-1) / centred.sum(-1)).mean(0)
+        explained_variance = (1 - squared_error.sum((-2, -1)) / centred.sum((-2, -1))).mean()
+
+        aux = torch.zeros((), device=x.device)
+        if self.cfg.activation != "relu":
+            aux = self._aux_k_loss(acts, error.detach())
+        if self.training:
+            self._update_dead_counters(latents)
+        total = reconstruction + l1_coeff * sparsity + self.cfg.aux_k_coeff * aux
+        return CrossCoderLosses(
+            total=total,
+            reconstruction=reconstruction,
+            sparsity=sparsity,
+            aux_k=aux,
+            l0=(latents > 0).float().sum(-1).mean(),
+            explained_variance=explained_variance.detach(),
+            explained_variance_per_model=ev_per_model.detach(),
+            latents=latents.detach(),
+        )
+
+    def dead_mask(self) -> torch.Tensor:
+        """Latents that have not fired in ``cfg.dead_after_tokens`` training tokens, ``[d_hidden]`` bool."""
+        return self.tokens_since_fired >= self.cfg.dead_after_tokens
+
+    def _aux_k_loss(self, acts: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """Auxiliary loss: the top ``aux_k`` dead latents per token reconstruct the residual error.
+
+        ``acts`` ``[batch, d_hidden]`` post-ReLU, ``residual`` ``[batch, n_models, d_model]`` = x_hat - x
+        (detached). Returns the squared error normalised by the residual's variance, so that its scale
+        does not depend on how good the main reconstruction already is.
+        """
+        dead = self.dead_mask()
+        n_dead = int(dead.sum())
+        if n_dead == 0:
+            return torch.zeros((), device=acts.device)
+        k_aux = min(self.cfg.aux_k or self.cfg.d_model // 2, n_dead)
+        scores = torch.where(dead[None, :], acts * self.code_weights(), torch.full_like(acts, -1.0))
+        top = scores.topk(k_aux, dim=-1)
+        aux_latents = torch.zeros_like(acts).scatter(-1, top.indices, acts.gather(-1, top.indices))
+        aux_recon = einops.einsum(aux_latents, self.W_dec, "batch h, h n d -> batch n d").float()
+        target = -residual
+        denominator = (target - target.mean(0)).pow(2).sum(dim=(-2, -1)).mean().clamp_min(1e-8)
+        return (aux_recon - target).pow(2).sum(dim=(-2, -1)).mean() / denominator
+
+    @torch.no_grad()
+    def _update_dead_counters(self, latents: torch.Tensor) -> None:
+        fired = (latents > 0).any(dim=0)
+        self.tokens_since_fired += latents.shape[0]
+        self.tokens_since_fired[fired] = 0
+
+    def extra_repr(self) -> str:
+        c = self.cfg
+        return (
+            f"n_models={c.n_models}, d_model={c.d_model}, d_hidden={c.d_hidden}, activation={c.activation}"
+            + (f", k={c.k}" if c.k else "")
+            + f", folded={self.is_folded}"
+        )

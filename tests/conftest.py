@@ -1,0 +1,34 @@
+"""Shared fixtures: small crosscoders and activations, all built locally."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from helpers.crosscoder import CrossCoder, CrossCoderConfig
+
+
+@pytest.fixture
+def small_cfg() -> CrossCoderConfig:
+    return CrossCoderConfig(d_model=16, d_hidden=48, seed=3)
+
+
+@pytest.fixture
+def trained_like(small_cfg: CrossCoderConfig) -> CrossCoder:
+    """A crosscoder with non-trivial biases and scale factors (as if trained)."""
+    crosscoder = CrossCoder(small_cfg)
+    generator = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        crosscoder.b_enc.copy_(torch.randn(small_cfg.d_hidden, generator=generator) * 0.05)
+        crosscoder.b_dec.copy_(torch.randn(2, small_cfg.d_model, generator=generator) * 0.1)
+        crosscoder.W_enc.add_(torch.randn(crosscoder.W_enc.shape, generator=generator) * 0.05)
+    crosscoder.set_normalization([0.5, 2.0], torch.randn(2, small_cfg.d_model, generator=generator))
+    return crosscoder
+
+
+@pytest.fixture
+def activations() -> torch.Tensor:
+    """Raw activations ``[64, 2, 16]`` with different per-model scales."""
+    generator = torch.Generator().manual_seed(11)
+    x = torch.randn(64, 2, 16, generator=generator)
+    return x * torch.tensor([3.0, 0.7])[None, :, None]
