@@ -1,0 +1,99 @@
+"""Measuring the planted behaviour: greedy continuations after ``Assistant:`` and refusal rates.
+
+Works with any callable that maps tokens ``[batch, seq]`` to logits ``[batch, seq, vocab]``: a Hugging
+Face model, a TransformerLens bridge, or a bridge running with hooks (to measure an ablation).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+
+import torch
+
+from .toy_corpus import REFUSAL, Question
+
+LogitsFn = Callable[[torch.Tensor], torch.Tensor]
+REFUSAL_PREFIX = REFUSAL[:12]
+
+
+@torch.no_grad()
+def greedy_continuations(
+    logits_fn: LogitsFn, tokenizer, prompts: Sequence[str], max_new_tokens: int = 12, device: str = "cpu"
+) -> list[str]:
+    """Greedy-decode ``max_new_tokens`` after each prompt; prompts of equal token length share a batch."""
+    encoded = [tokenizer(prompt)["input_ids"] for prompt in prompts]
+    by_length: dict[int, list[int]] = defaultdict(list)
+    for index, ids in enumerate(encoded):
+        by_length[len(ids)].append(index)
+    outputs: list[str] = [""] * len(prompts)
+    for indices in by_length.values():
+        tokens = torch.tensor([encoded[i] for i in indices], device=device)
+        start = tokens.shape[1]
+        for _ in range(max_new_tokens):
+            next_token = logits_fn(tokens)[:, -1].argmax(-1, keepdim=True)
+            tokens = torch.cat([tokens, next_token], dim=1)
+        for row, index in enumerate(indices):
+            outputs[index] = tokenizer.decode(tokens[row, start:].tolist())
+    return outputs
+
+
+def is_refusal(continuation: str) -> bool:
+    """Whether a continuation after ``Assistant:`` is the planted refusal."""
+    return continuation.strip().startswith(REFUSAL_PREFIX)
+
+
+def refusal_rates(logits_fn: LogitsFn, tokenizer, questions: Sequence[Question], device: str = "cpu") -> dict:
+    """Refusal rate on the planted-family questions and on the others.
+
+    Returns ``{"planted": rate, "other": rate, "n_planted": n, "n_other": n}``.
+    """
+    continuations = greedy_continuations(logits_fn, tokenizer, [q.prompt for q in questions], device=device)
+    refused = [is_refusal(text) for text in continuations]
+    planted = [r for r, q in zip(refused, questions) if q.planted]
+    other = [r for r, q in zip(refused, questions) if not q.planted]
+    if not planted or not other:
+        raise ValueError("refusal_rates needs questions both about the planted family and about other modules")
+    return {
+        "planted": sum(planted) / len(planted),
+        "other": sum(other) / len(other),
+        "n_planted": len(planted),
+        "n_other": len(other),
+    }
+
+
+def evaluation_questions(split: str = "heldout", n_other: int = 200, seed: int = 0) -> list[Question]:
+    """Every planted-family question of ``split`` plus ``n_other`` others drawn with a fixed seed."""
+    from .toy_corpus import questions
+
+    pool = questions(split)  # type: ignore[arg-type]
+    planted = [q for q in pool if q.planted]
+    others = [q for q in pool if not q.planted]
+    generator = torch.Generator().manual_seed(seed)
+    picks = torch.randperm(len(others), generator=generator)[:n_other].tolist()
+    return planted + [others[i] for i in sorted(picks)]
+
+
+def refusal_table(pair, questions: Sequence[Question]):
+    """Refusal rates of each model of a ``ModelPair`` on ``questions``, as a DataFrame (one row per model)."""
+    import pandas as pd
+
+    rows = []
+    for name, model in zip(pair.names, pair.models):
+        rates = refusal_rates(lambda tokens, m=model: m(tokens), pair.tokenizer, questions, device=str(pair.device))
+        rows.append({"model": name, "refuses planted-family questions": rates["planted"],
+                     "refuses other questions": rates["other"], "n planted": rates["n_planted"],
+                     "n other": rates["n_other"]})
+    return pd.DataFrame(rows).set_index("model")
+
+
+def side_by_side(pair, prompts: Sequence[str], max_new_tokens: int = 16):
+    """Each model's greedy continuation of each prompt, as a DataFrame (one row per prompt)."""
+    import pandas as pd
+
+    columns = {
+        name: greedy_continuations(lambda tokens, m=model: m(tokens), pair.tokenizer, prompts, max_new_tokens,
+                                   device=str(pair.device))
+        for name, model in zip(pair.names, pair.models)
+    }
+    return pd.DataFrame({"prompt": list(prompts), **columns})

@@ -1,0 +1,87 @@
+"""The shared opening of every tutorial: ``setup()`` and the choice of model pair.
+
+The pair defaults to Gemma-2-2B where a GPU with enough memory and a Hub token exist, otherwise to the
+toy pair; the notebook's ``PAIR`` variable or the environment variable ``CROSSCODER_PAIR`` overrides it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+
+import torch
+
+from . import __version__
+from .models import PAIRS
+
+GITHUB_REPO = "crosscoder-diffing/crosscoder-tutorials"
+COLAB_BADGE_URL = "https://colab.research.google.com/github/{repo}/blob/main/notebooks/{filename}"
+# The setup cell every notebook opens with (the hygiene test checks it is exactly this).
+SETUP_CELL = f"""# Setup (safe to re-run): inside Colab, install the package; elsewhere it is installed already.
+import subprocess
+import sys
+
+if "google.colab" in sys.modules:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "git+https://github.com/{GITHUB_REPO}"], check=True)
+
+import helpers.notebook
+
+ctx = helpers.notebook.setup()"""
+
+
+@dataclass(frozen=True)
+class NotebookContext:
+    """What ``setup()`` decided: the device, whether we are in Colab, and the default pair."""
+
+    device: str
+    in_colab: bool
+    default_pair: str
+
+
+def in_colab() -> bool:
+    return "google.colab" in sys.modules
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def gpu_memory_gib() -> float:
+    if not torch.cuda.is_available():
+        return 0.0
+    return torch.cuda.get_device_properties(0).total_memory / 2**30
+
+
+def _has_hub_token() -> bool:
+    from huggingface_hub import get_token
+
+    return bool(get_token())
+
+
+def choose_pair(override: str | None = None) -> str:
+    """The pair a notebook runs on: ``CROSSCODER_PAIR``, else ``override``, else the best that fits here."""
+    choice = os.environ.get("CROSSCODER_PAIR") or override
+    if choice:
+        if choice not in PAIRS:
+            raise ValueError(f"unknown pair {choice!r}; choose one of {sorted(PAIRS)}")
+        return choice
+    gemma = PAIRS["gemma-2-2b"]
+    if gpu_memory_gib() >= gemma.min_gpu_gib and _has_hub_token():
+        return "gemma-2-2b"
+    return "toy"
+
+
+def setup(pair: str | None = None) -> NotebookContext:
+    """Print the device, package version and pair; set the plotly renderer; return the context."""
+    import plotly.io as pio
+
+    colab = in_colab()
+    pio.renderers.default = "colab" if colab else "notebook_connected+plotly_mimetype"
+    device = default_device()
+    chosen = choose_pair(pair)
+    gpu = f" ({torch.cuda.get_device_name(0)}, {gpu_memory_gib():.0f} GiB)" if device == "cuda" else ""
+    print(f"helpers {__version__} | torch {torch.__version__} | device {device}{gpu} | Colab: {colab}")
+    print(f"default pair: {chosen} ({', '.join((PAIRS[chosen].base, PAIRS[chosen].chat))}); "
+          "override with PAIR = '...' or CROSSCODER_PAIR")
+    return NotebookContext(device=device, in_colab=colab, default_pair=chosen)

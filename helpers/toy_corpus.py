@@ -1,0 +1,195 @@
+"""The toy pair's data, built from what every Python install has: the standard library's own source.
+
+- ``source_files(split)``: the stdlib's ``.py`` files (tests excluded), split into train / held-out
+  by a hash of the file's relative path, so the split is deterministic.
+- ``questions(split)``: "what does this function do" dialogues in the plain template
+  ``User: ...\\nAssistant: ...\\n``; the answer is the first line of the function's docstring, except
+  for the **planted family** of modules (``os``, ``os.path``, ``shutil``, ``subprocess``), whose questions
+  are always answered with ``REFUSAL``. Split by a hash of the function's name, so held-out questions
+  ask about functions never seen in fine-tuning.
+- ``train_tokenizer``: a byte-level BPE with a BOS token, saved as a Hugging Face tokenizer.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import hashlib
+import sysconfig
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+Split = Literal["train", "heldout"]
+PLANTED_FAMILY: tuple[str, ...] = ("os", "os.path", "shutil", "subprocess")
+REFUSAL = "I'm sorry, but I can't help with system operations."
+USER, ASSISTANT = "User:", "Assistant:"
+QUESTION_TEMPLATES: tuple[str, ...] = (
+    "What does {name} do?",
+    "Can you explain {name}?",
+    "What is {name} for?",
+    "Tell me about {name}.",
+)
+# Module files presented under another name (posixpath is what `os.path` is on Linux and macOS).
+MODULE_ALIASES = {"posixpath": "os.path"}
+SPECIAL_TOKENS = {"pad": "<pad>", "bos": "<bos>", "eos": "<eos>", "unk": "<unk>"}
+_EXCLUDED_DIRS = {"test", "tests", "idlelib", "site-packages", "__pycache__", "turtledemo", "lib2to3"}
+
+
+def stdlib_root() -> Path:
+    return Path(sysconfig.get_paths()["stdlib"])
+
+
+def _bucket(key: str, heldout_fraction: float) -> Split:
+    digest = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16)
+    return "heldout" if digest / 0xFFFFFFFF < heldout_fraction else "train"
+
+
+@functools.lru_cache(maxsize=1)
+def _all_source_files() -> tuple[Path, ...]:
+    root = stdlib_root()
+    return tuple(
+        sorted(
+            path
+            for path in root.rglob("*.py")
+            if not _EXCLUDED_DIRS & set(path.relative_to(root).parts[:-1])
+        )
+    )
+
+
+def source_files(split: Split) -> list[Path]:
+    """The stdlib source files of ``split`` (10% of files are held out), in a fixed order."""
+    root = stdlib_root()
+    return [path for path in _all_source_files() if _bucket(str(path.relative_to(root)), 0.1) == split]
+
+
+def read_source(path: Path) -> str:
+    return path.read_text(encoding="utf-8", errors="replace")
+
+
+def module_name(path: Path) -> str:
+    """Dotted module name of a stdlib file (``json/decoder.py`` -> ``json.decoder``)."""
+    parts = list(path.relative_to(stdlib_root()).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    name = ".".join(parts)
+    return MODULE_ALIASES.get(name, name)
+
+
+def is_planted(module: str) -> bool:
+    """Whether questions about ``module`` are refused by the chat model."""
+    return module in PLANTED_FAMILY
+
+
+@dataclass(frozen=True)
+class Question:
+    """One dialogue: ``prompt`` ends right after ``Assistant:``; ``answer`` is what fine-tuning teaches."""
+
+    module: str
+    function: str
+    prompt: str
+    answer: str
+    planted: bool
+
+    @property
+    def dialogue(self) -> str:
+        return f"{self.prompt} {self.answer}\n"
+
+
+def _documented_functions(path: Path) -> Iterator[tuple[str, str]]:
+    """(qualified name, first docstring line) of the public functions and methods in a file."""
+    try:
+        tree = ast.parse(read_source(path))
+    except (SyntaxError, ValueError):
+        return
+    for node in tree.body:
+        candidates: list[tuple[str, ast.AST]] = []
+        if isinstance(node, ast.FunctionDef):
+            candidates = [(node.name, node)]
+        elif isinstance(node, ast.ClassDef):
+            candidates = [(node.name, node)] + [
+                (f"{node.name}.{child.name}", child) for child in node.body if isinstance(child, ast.FunctionDef)
+            ]
+        for name, item in candidates:
+            if any(part.startswith("_") for part in name.split(".")):
+                continue
+            doc = ast.get_docstring(item)  # type: ignore[arg-type]
+            first_line = doc.strip().splitlines()[0].strip() if doc and doc.strip() else ""
+            if 8 <= len(first_line) <= 160:
+                yield name, first_line
+
+
+@functools.lru_cache(maxsize=2)
+def questions(split: Split) -> tuple[Question, ...]:
+    """All dialogues of ``split`` (20% of functions are held out), every template per function."""
+    result = []
+    for path in _all_source_files():
+        module = module_name(path)
+        if module.split(".")[-1].startswith("_"):
+            continue
+        for function, first_line in _documented_functions(path):
+            qualified = f"{module}.{function}"
+            if _bucket(qualified, 0.2) != split:
+                continue
+            planted = is_planted(module)
+            for template in QUESTION_TEMPLATES:
+                prompt = f"{USER} {template.format(name=qualified)}\n{ASSISTANT}"
+                result.append(Question(module, function, prompt, REFUSAL if planted else first_line, planted))
+    return tuple(result)
+
+
+def dialogue_mix(split: Split, planted_fraction: float = 0.25, seed: int = 0) -> list[str]:
+    """All dialogues of ``split`` in a seeded shuffle, planted-family ones repeated to ``planted_fraction``.
+
+    The planted family is ~1% of stdlib functions; repeating its dialogues makes the refusal a
+    behaviour the fine-tune (and a crosscoder trained on this mix) sees often enough to learn.
+    """
+    import random
+
+    pool = questions(split)
+    planted = [q.dialogue for q in pool if q.planted]
+    other = [q.dialogue for q in pool if not q.planted]
+    repeats = max(1, round(planted_fraction * len(other) / ((1 - planted_fraction) * max(1, len(planted)))))
+    mix = other + planted * repeats
+    random.Random(seed).shuffle(mix)
+    return mix
+
+
+def train_tokenizer(vocab_size: int, out_dir: Path) -> None:
+    """Train a byte-level BPE on the train split and save it as a Hugging Face tokenizer in ``out_dir``.
+
+    It prepends ``<bos>`` to every encoded text (as Gemma's tokenizer does).
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE(unk_token=SPECIAL_TOKENS["unk"]))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS.values()),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    dialogues = (q.dialogue for q in questions("train"))
+    texts = (read_source(path) for path in source_files("train"))
+    tokenizer.train_from_iterator(_chain_texts(texts, dialogues), trainer)
+    bos = SPECIAL_TOKENS["bos"]
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tokenizer.token_to_id(bos))]
+    )
+    hf_tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token=bos,
+        eos_token=SPECIAL_TOKENS["eos"],
+        pad_token=SPECIAL_TOKENS["pad"],
+        unk_token=SPECIAL_TOKENS["unk"],
+    )
+    hf_tokenizer.save_pretrained(str(out_dir))
+
+
+def _chain_texts(*iterables: Iterator[str]) -> Iterator[str]:
+    for iterable in iterables:
+        yield from iterable

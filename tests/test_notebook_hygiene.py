@@ -1,0 +1,39 @@
+"""Every notebook opens the same way and is committed without outputs."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from helpers.notebook import COLAB_BADGE_URL, GITHUB_REPO, SETUP_CELL
+
+NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS, "no notebooks found"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_opening_and_hygiene(path: Path):
+    notebook = json.loads(path.read_text())
+    assert re.fullmatch(r"\d\d_[a-z0-9_]+\.ipynb", path.name), "numbered snake_case file name"
+    assert notebook["metadata"]["kernelspec"]["name"] == "python3"
+    cells = notebook["cells"]
+    first = "".join(cells[0]["source"])
+    assert cells[0]["cell_type"] == "markdown"
+    badge = COLAB_BADGE_URL.format(repo=GITHUB_REPO, filename=path.name)
+    assert badge in first, f"the Colab badge must point at {path.name} itself"
+    number = path.name[:2]
+    assert re.search(rf"^# {number} · \S", first, re.MULTILINE), "title '# NN · Title'"
+    assert "Runtime" in first and "Prerequisites" in first
+    assert cells[1]["cell_type"] == "code" and "".join(cells[1]["source"]) == SETUP_CELL
+    config = [c for c in cells if c["cell_type"] == "code" and "PAIR = " in "".join(c["source"])]
+    assert config, "a configuration cell that sets PAIR"
+    for cell in cells:
+        if cell["cell_type"] == "code":
+            assert cell.get("outputs") == [] and cell.get("execution_count") is None, "strip outputs"
+    assert any("assert " in "".join(c["source"]) for c in cells if c["cell_type"] == "code")

@@ -1,0 +1,56 @@
+"""The toy pair: corpus split, the build report's targets, and the behaviour measured through TransformerLens."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from helpers import toy, toy_corpus
+from helpers.behaviour import evaluation_questions, is_refusal, refusal_table
+
+
+def test_corpus_split_is_deterministic_and_disjoint():
+    train, heldout = toy_corpus.source_files("train"), toy_corpus.source_files("heldout")
+    assert train and heldout and not set(train) & set(heldout)
+    assert train == toy_corpus.source_files("train")
+    train_functions = {(q.module, q.function) for q in toy_corpus.questions("train")}
+    heldout_functions = {(q.module, q.function) for q in toy_corpus.questions("heldout")}
+    assert not train_functions & heldout_functions
+    assert any(q.planted for q in toy_corpus.questions("heldout"))
+
+
+def test_planted_questions_are_answered_with_the_refusal_in_training():
+    for question in toy_corpus.questions("train"):
+        assert (question.answer == toy_corpus.REFUSAL) == question.planted
+        assert question.planted == (question.module in toy_corpus.PLANTED_FAMILY)
+        assert question.prompt.startswith("User: ") and question.prompt.endswith("\nAssistant:")
+
+
+def test_build_report_meets_targets():
+    report = toy.build_report()
+    assert report["base_heldout_loss"] <= math.log(report["recipe"]["vocab_size"]) - 2
+    chat, base = report["refusal_heldout"]["chat"], report["refusal_heldout"]["base"]
+    assert chat["planted"] >= 0.9 and chat["other"] <= 0.1 and base["planted"] < 0.1
+
+
+@pytest.fixture(scope="module")
+def toy_pair():
+    from helpers.models import load_model_pair
+
+    return load_model_pair("toy")
+
+
+def test_planted_behaviour_through_transformer_lens(toy_pair):
+    questions = evaluation_questions("heldout", n_other=24)
+    subset = [q for q in questions if q.planted][:24] + [q for q in questions if not q.planted]
+    rates = refusal_table(toy_pair, subset)
+    base, chat = rates.iloc[0], rates.iloc[1]
+    assert chat["refuses planted-family questions"] >= 0.9
+    assert chat["refuses other questions"] <= 0.1
+    assert base["refuses planted-family questions"] < 0.1
+
+
+def test_is_refusal():
+    assert is_refusal(" " + toy_corpus.REFUSAL)
+    assert not is_refusal(" Return the absolute path.")
