@@ -46,6 +46,12 @@ class Release:
     local_builder: Callable[[], Path] | None = field(default=None, compare=False, repr=False)
 
 
+def _toy_release_path() -> Path:
+    from .recipes import toy_release_path
+
+    return toy_release_path()
+
+
 RELEASES: dict[str, Release] = {
     "gemma-2-2b-l14-replication": Release(
         repo_id="ckkissane/crosscoder-gemma-2-2b-model-diff",
@@ -73,6 +79,15 @@ RELEASES: dict[str, Release] = {
         model_names=("google/gemma-2-2b", "google/gemma-2-2b-it"),
         hook_point="blocks.13.hook_resid_post",
         description="BatchTopK crosscoder, k=100 (Minder et al. 2025), layer-13 residual stream, 73,728 latents",
+    ),
+    "toy-l3": Release(
+        repo_id="",
+        subfolder="",
+        format="native",
+        model_names=("toy:base", "toy:chat"),
+        hook_point="blocks.3.hook_resid_pre",
+        description="L1 crosscoder, 2,048 latents, input of the toy pair's last block (ships with the package)",
+        local_builder=_toy_release_path,
     ),
 }
 

@@ -116,3 +116,19 @@ def test_push_to_hub_uploads_weights_and_card(monkeypatch, tmp_path):
     card = uploaded["README.md"]
     assert "base vs chat" in card and "| lr | 5e-05 |" in card and "| chat_only | 7 |" in card
     assert "| fve_base | 0.9 |" in card
+
+
+def test_toy_release_loads_by_name_and_reconstructs_toy_activations():
+    from helpers.buffer import harvest
+    from helpers.models import load_model_pair
+
+    crosscoder = releases.from_pretrained("toy-l3")
+    assert crosscoder.cfg.hook_point == "blocks.3.hook_resid_pre" and crosscoder.cfg.d_hidden == 2048
+    assert crosscoder.cfg.model_names == ["toy:base", "toy:chat"]
+    pair = load_model_pair("toy")
+    tokens = pair.tokenizer(["def join(a, *p):\n    sep = _get_sep(a)\n    path = a\n" * 3],
+                            return_tensors="pt")["input_ids"]
+    acts = harvest(pair.models, tokens, crosscoder.cfg.hook_point)[0, 1:]
+    with torch.no_grad():
+        metrics = crosscoder.losses(acts)
+    assert metrics.explained_variance > 0.7 and metrics.l0 < 100

@@ -1,0 +1,170 @@
+"""Token sources: batches of fixed-length token sequences ``[batch, seq_len]`` that start with BOS.
+
+- ``ToyTokenSource``: the toy pair's corpus, stdlib source text and chat dialogues mixed 50/50 (as the
+  replication mixed the Pile with LmSys-Chat).
+- ``HFTokenSource``: a Hugging Face dataset, either pre-tokenised (an ``input_ids`` column, like the
+  replication's ``ckkissane/pile-lmsys-mix-1m-tokenized-gemma-2``) or text / chat (tokenised and packed),
+  streaming where the dataset allows.
+
+Both are deterministic and expose ``state_dict`` / ``load_state_dict`` so training can resume exactly.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Sequence
+
+import torch
+
+from . import toy_corpus
+
+CHAT_TEMPLATE = "User: {instruction}\nAssistant: {completion}\n"
+
+
+def format_chat(messages: Sequence[dict]) -> str:
+    """A conversation (``[{"role": "user" | "assistant", "content": ...}, ...]``) in the plain template.
+
+    ``User: {instruction}\\nAssistant: {completion}\\n`` per turn, as the replication used (not the official
+    Gemma template, which often breaks a base model).
+    """
+    lines = []
+    for message in messages:
+        role = message.get("role")
+        if role not in ("user", "assistant"):
+            continue
+        lines.append(f"{'User' if role == 'user' else 'Assistant'}: {message['content']}\n")
+    return "".join(lines)
+
+
+def pack(token_lists: Iterator[list[int]], seq_len: int, bos_id: int) -> Iterator[list[int]]:
+    """Concatenate token lists and cut rows of ``seq_len`` tokens, each starting with BOS."""
+    row: list[int] = [bos_id]
+    for tokens in token_lists:
+        for token in tokens:
+            row.append(token)
+            if len(row) == seq_len:
+                yield row
+                row = [bos_id]
+
+
+class ToyTokenSource:
+    """The toy corpus: rows of stdlib source and rows of packed dialogues, alternating (50/50).
+
+    Each epoch serves every row once in a shuffled order seeded by ``(seed, epoch)``; a new epoch
+    starts when either stream runs out (``epoch`` tells how often the corpus has been reused).
+    """
+
+    def __init__(self, tokenizer, seq_len: int = 128, split: str = "train", seed: int = 0, chat_fraction: float = 0.5):
+        if not 0 <= chat_fraction <= 1:
+            raise ValueError(f"chat_fraction must be in [0, 1], got {chat_fraction}")
+        self.seq_len, self.seed, self.chat_fraction = seq_len, seed, chat_fraction
+        bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+        texts = [toy_corpus.read_source(p) for p in toy_corpus.source_files(split)]  # type: ignore[arg-type]
+        dialogues = [q.dialogue for q in toy_corpus.questions(split)]  # type: ignore[arg-type]
+        order = torch.randperm(len(dialogues), generator=torch.Generator().manual_seed(seed)).tolist()
+        encode = lambda items: (ids + [eos] for ids in tokenizer(items, add_special_tokens=False)["input_ids"])  # noqa: E731
+        self.text_rows = torch.tensor(list(pack(encode(texts), seq_len, bos)), dtype=torch.long)
+        self.chat_rows = torch.tensor(list(pack(encode([dialogues[i] for i in order]), seq_len, bos)), dtype=torch.long)
+        self.epoch, self.position = 0, 0
+        self._plan = self._epoch_plan(0)
+
+    def _epoch_plan(self, epoch: int) -> torch.Tensor:
+        """``[n, 2]`` (stream, row) pairs for one epoch: 0 = source text, 1 = dialogue."""
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        text = torch.randperm(len(self.text_rows), generator=generator)
+        chat = torch.randperm(len(self.chat_rows), generator=generator)
+        if self.chat_fraction in (0, 1):
+            rows = chat if self.chat_fraction == 1 else text
+            return torch.stack([torch.full_like(rows, int(self.chat_fraction)), rows], dim=1)
+        n_chat = min(len(chat), int(len(text) * self.chat_fraction / (1 - self.chat_fraction)))
+        n_text = min(len(text), int(n_chat * (1 - self.chat_fraction) / self.chat_fraction))
+        is_chat = torch.zeros(n_chat + n_text, dtype=torch.long)
+        is_chat[torch.randperm(n_chat + n_text, generator=generator)[:n_chat]] = 1
+        index = torch.empty_like(is_chat)
+        index[is_chat == 1] = chat[:n_chat]
+        index[is_chat == 0] = text[:n_text]
+        return torch.stack([is_chat, index], dim=1)
+
+    @property
+    def rows_per_epoch(self) -> int:
+        return len(self._plan)
+
+    def next_batch(self, batch_size: int) -> torch.Tensor:
+        """The next ``batch_size`` rows ``[batch_size, seq_len]``."""
+        rows = []
+        for _ in range(batch_size):
+            if self.position == len(self._plan):
+                self.epoch, self.position = self.epoch + 1, 0
+                self._plan = self._epoch_plan(self.epoch)
+            stream, index = self._plan[self.position].tolist()
+            rows.append((self.chat_rows if stream else self.text_rows)[index])
+            self.position += 1
+        return torch.stack(rows)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        self._plan = self._epoch_plan(self.epoch)
+
+
+class HFTokenSource:
+    """Rows from a Hugging Face dataset: pre-tokenised ``input_ids`` or a text / chat column.
+
+    Args:
+        path, name, split, data_files: passed to ``datasets.load_dataset``.
+        tokenizer: used for text and chat columns (and for its BOS id).
+        seq_len: tokens per row, BOS included.
+        column: ``input_ids`` (pre-tokenised rows, truncated to ``seq_len``), a text column, or a chat
+            column holding a list of ``{"role", "content"}`` messages (formatted with ``format_chat``).
+        streaming: stream instead of downloading the whole dataset.
+    """
+
+    def __init__(self, path: str, tokenizer, seq_len: int = 1024, column: str = "input_ids", split: str = "train",
+                 name: str | None = None, data_files=None, streaming: bool = True):
+        self.args = dict(path=path, name=name, split=split, data_files=data_files, streaming=streaming)
+        self.tokenizer, self.seq_len, self.column = tokenizer, seq_len, column
+        self.position = 0
+        self._rows = self._row_iterator()
+
+    def _row_iterator(self) -> Iterator[list[int]]:
+        import datasets
+
+        dataset = datasets.load_dataset(**{k: v for k, v in self.args.items() if v is not None})
+        examples = (example[self.column] for example in dataset)
+        first = next(examples, None)
+        if first is None:
+            raise ValueError(f"dataset {self.args['path']!r} ({self.args['split']}) is empty")
+        examples = itertools.chain([first], examples)
+        bos = self.tokenizer.bos_token_id
+        if isinstance(first, list) and (not first or isinstance(first[0], int)):
+            short = (row for row in examples if len(row) >= self.seq_len)
+            return (row[: self.seq_len] if row[0] == bos else [bos, *row[: self.seq_len - 1]] for row in short)
+        if isinstance(first, list):
+            examples = (format_chat(messages) for messages in examples)
+        elif not isinstance(first, str):
+            raise ValueError(f"column {self.column!r} holds {type(first).__name__}; expected token ids, text or chat")
+        eos = self.tokenizer.eos_token_id
+        token_lists = (self.tokenizer(text, add_special_tokens=False)["input_ids"] + [eos] for text in examples)
+        return pack(token_lists, self.seq_len, bos)
+
+    def next_batch(self, batch_size: int) -> torch.Tensor:
+        rows = list(itertools.islice(self._rows, batch_size))
+        if len(rows) < batch_size:
+            raise StopIteration(f"dataset {self.args['path']!r} is exhausted after {self.position + len(rows)} rows")
+        self.position += batch_size
+        return torch.tensor(rows, dtype=torch.long)
+
+    def state_dict(self) -> dict:
+        return {"position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Skip to ``state["position"]`` rows from the start (re-reads the stream up to there)."""
+        self._rows = self._row_iterator()
+        self.position = 0
+        skip = int(state["position"])
+        consumed = sum(1 for _ in itertools.islice(self._rows, skip))
+        if consumed < skip:
+            raise ValueError(f"cannot resume at row {skip}: the dataset has only {consumed} rows")
+        self.position = skip

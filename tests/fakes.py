@@ -1,0 +1,65 @@
+"""Deterministic stand-ins for models and sources, so buffer and trainer tests run in milliseconds."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class CountingTokenSource:
+    """Rows of globally unique token ids (BOS = 0 first); a row's ids say exactly which tokens it holds."""
+
+    def __init__(self, seq_len: int = 8):
+        self.seq_len, self.position = seq_len, 0
+
+    def next_batch(self, batch_size: int) -> torch.Tensor:
+        body = self.seq_len - 1
+        start = 1 + self.position * body
+        ids = torch.arange(start, start + batch_size * body).view(batch_size, body)
+        self.position += batch_size
+        return torch.cat([torch.zeros(batch_size, 1, dtype=torch.long), ids], dim=1)
+
+    def state_dict(self) -> dict:
+        return {"position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.position = state["position"]
+
+
+class EchoModel(nn.Module):
+    """A 'model' whose residual stream at any layer is (token id, position, model index, ...)."""
+
+    def __init__(self, index: int, d_model: int = 4):
+        super().__init__()
+        self.index, self.d_model = index, d_model
+        self.dummy = nn.Parameter(torch.zeros(()))
+
+    def forward(self, tokens: torch.Tensor, stop_at_layer: int | None = None) -> torch.Tensor:
+        positions = torch.arange(tokens.shape[1]).expand_as(tokens)
+        features = [tokens.float(), positions.float(), torch.full_like(tokens, self.index).float()]
+        features += [torch.ones_like(tokens).float()] * (self.d_model - 3)
+        return torch.stack(features, dim=-1)
+
+
+class SyntheticSource:
+    """Activations ``[n, n_models, d_model]``, a fixed function of their global index (NaN after ``nan_after``)."""
+
+    def __init__(self, n_models: int = 2, d_model: int = 8, nan_after: int | None = None):
+        self.n_models, self.d_model, self.nan_after, self.position = n_models, d_model, nan_after, 0
+        generator = torch.Generator().manual_seed(0)
+        self.basis = torch.randn(32, n_models, d_model, generator=generator)
+
+    def next_activations(self, n: int) -> torch.Tensor:
+        index = torch.arange(self.position, self.position + n)
+        codes = torch.sin(index[:, None] * 0.37 + torch.arange(32)[None, :] * 1.3).clamp_min(0)
+        acts = (codes[:, :, None, None] * self.basis[None]).sum(1)  # per-row, independent of n
+        if self.nan_after is not None:
+            acts[index >= self.nan_after] = float("nan")
+        self.position += n
+        return acts
+
+    def state_dict(self) -> dict:
+        return {"position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.position = state["position"]
