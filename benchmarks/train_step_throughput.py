@@ -100,7 +100,11 @@ def main() -> None:
 
     reference = ReplicationCrossCoder(args.d_model, args.d_hidden).to(device)
     ref_opt = torch.optim.Adam(reference.parameters(), lr=5e-5, betas=(0.9, 0.999))
-    ref_step = make_step(reference, ref_opt, lambda x: (lambda l: l[0] + 2.0 * l[1])(reference.get_losses(x)))
+    def reference_loss(x: torch.Tensor) -> torch.Tensor:
+        l2_loss, l1_loss, *_ = reference.get_losses(x)
+        return l2_loss + 2.0 * l1_loss
+
+    ref_step = make_step(reference, ref_opt, reference_loss)
 
     ours = CrossCoder(CrossCoderConfig(d_model=args.d_model, d_hidden=args.d_hidden)).to(device).train()
     our_opt = torch.optim.Adam(ours.parameters(), lr=5e-5, betas=(0.9, 0.999))
