@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from .toy_corpus import REFUSAL, Question
+from .toy_corpus import REFUSAL, Question, questions
 
 LogitsFn = Callable[[torch.Tensor], torch.Tensor]
 REFUSAL_PREFIX = REFUSAL[:12]
@@ -64,8 +64,6 @@ def refusal_rates(logits_fn: LogitsFn, tokenizer, questions: Sequence[Question],
 
 def evaluation_questions(split: str = "heldout", n_other: int = 200, seed: int = 0) -> list[Question]:
     """Every planted-family question of ``split`` plus ``n_other`` others drawn with a fixed seed."""
-    from .toy_corpus import questions
-
     pool = questions(split)  # type: ignore[arg-type]
     planted = [q for q in pool if q.planted]
     others = [q for q in pool if not q.planted]

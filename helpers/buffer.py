@@ -180,6 +180,11 @@ class ShufflingBuffer:
         self.pointer = int(state["pointer"])
 
 
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as file:  # a file object: np.save would append ".npy" to a temp path
+        np.save(file, array)
+
+
 def write_disk_cache(source: ActivationSource, folder: str | Path, n_tokens: int, shard_tokens: int = 262_144,
                      storage_dtype: str = "bfloat16", metadata: dict | None = None) -> Path:
     """Harvest ``n_tokens`` activations once into ``folder`` as memory-mappable ``.npy`` shards.
@@ -199,9 +204,9 @@ def write_disk_cache(source: ActivationSource, folder: str | Path, n_tokens: int
         size = min(shard_tokens, n_tokens - shard * shard_tokens)
         acts = source.next_activations(size).to(DTYPES[storage_dtype])
         array = acts.view(torch.int16).numpy() if acts.dtype == torch.bfloat16 else acts.numpy()
-        write_atomically(folder / f"shard_{shard:05d}.npy", lambda tmp, a=array: np.save(open(tmp, "wb"), a))
+        write_atomically(folder / f"shard_{shard:05d}.npy", lambda tmp, a=array: _save_npy(tmp, a))
         write_json(progress_file, {"shards": shard + 1, "source_state": source.state_dict()})
-    n_models, d_model = acts.shape[1:] if n_shards else (0, 0)
+    n_models, d_model = np.load(folder / "shard_00000.npy", mmap_mode="r").shape[1:] if n_shards else (0, 0)
     write_json(folder / "metadata.json", {"n_tokens": n_tokens, "shard_tokens": shard_tokens, "n_shards": n_shards,
                                           "storage_dtype": storage_dtype, "n_models": int(n_models),
                                           "d_model": int(d_model), **(metadata or {})})

@@ -140,10 +140,7 @@ def _build(cfg: CrossCoderConfig, state: dict[str, torch.Tensor], source: Path) 
     if missing:
         raise CheckpointError(f"{source} lacks tensors {sorted(missing)}")
     own = crosscoder.state_dict()
-    for name, tensor in state.items():
-        if name in own:
-            own[name] = tensor.to(own[name].dtype) if name not in {"W_enc", "W_dec", "b_enc", "b_dec"} else tensor
-    crosscoder.load_state_dict(own)
+    crosscoder.load_state_dict(own | {name: tensor for name, tensor in state.items() if name in own})
     return crosscoder
 
 

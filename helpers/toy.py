@@ -17,6 +17,7 @@ import argparse
 import json
 import math
 import os
+import platform
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -197,7 +198,7 @@ def build_toy_pair(out_dir: str | Path, recipe: ToyRecipe = ToyRecipe()) -> dict
     questions = evaluation_questions("heldout")
     report = {
         "recipe": asdict(recipe),
-        "python": ".".join(map(str, __import__("sys").version_info[:3])),
+        "python": platform.python_version(),
         "train_tokens_base": recipe.base_steps * recipe.batch_size * recipe.seq_len,
         "uniform_loss": math.log(len(tokenizer)),
         "base_heldout_loss": base_heldout,

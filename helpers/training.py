@@ -98,6 +98,7 @@ class Trainer:
         self.optimizer = torch.optim.Adam(crosscoder.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
         self.step = 0
         self.history: list[dict] = []
+        self.last_checkpoint: Path | None = None
         self._wandb = None
         torch.manual_seed(cfg.seed)
 
@@ -125,6 +126,7 @@ class Trainer:
         shutil.rmtree(final, ignore_errors=True)
         staging.rename(final)
         write_atomically(root / LATEST, lambda tmp: tmp.write_text(final.name))
+        self.last_checkpoint = final
         for old in sorted(root.glob("step_*"))[: -self.cfg.keep_checkpoints]:
             shutil.rmtree(old)
         return final
@@ -146,6 +148,7 @@ class Trainer:
         state = torch.load(folder / TRAINER_STATE, map_location="cpu", weights_only=True)
         trainer.optimizer.load_state_dict(state["optimizer"])
         trainer.step, trainer.history = int(state["step"]), list(state["history"])
+        trainer.last_checkpoint = folder
         buffer.load_state_dict(state["buffer"])
         torch.set_rng_state(state["rng_cpu"])
         if state["rng_cuda"] and torch.cuda.is_available():
@@ -199,12 +202,11 @@ class Trainer:
                 x = self.buffer.next_batch(cfg.batch_size).to(self.device)
                 losses = crosscoder.losses(x, l1_coeff=l1_coeff, k=k)
                 if not math.isfinite(losses.total.item()):
-                    last = self.latest_checkpoint(cfg.checkpoint_dir) if cfg.checkpoint_dir and \
-                        (Path(cfg.checkpoint_dir) / LATEST).exists() else None
                     raise TrainingDivergedError(
                         f"loss is {losses.total.item()} at step {self.step} (reconstruction "
                         f"{losses.reconstruction.item()}, input finite: {bool(torch.isfinite(x).all())}). "
-                        f"Last good checkpoint: {last or 'none written'}. Lower lr or check the activations."
+                        f"Last good checkpoint: {self.last_checkpoint or 'none written'}. "
+                        "Lower lr or check the activations."
                     )
                 self.optimizer.zero_grad(set_to_none=True)
                 losses.total.backward()

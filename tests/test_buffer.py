@@ -107,6 +107,7 @@ def test_disk_cache_bfloat16_and_resumed_write(tmp_path):
     progress = progress.replace('"position": 60', '"position": 40')
     (folder / "progress.json").write_text(progress)
     write_disk_cache(SyntheticSource(), folder, n_tokens=60, shard_tokens=20)  # resumes at shard 2
+    write_disk_cache(SyntheticSource(), folder, n_tokens=60, shard_tokens=20)  # rerun on a finished cache
     read = DiskCacheSource(folder).next_activations(60)
     assert read.dtype == torch.bfloat16
     assert torch.equal(read, SyntheticSource().next_activations(60).to(torch.bfloat16))
