@@ -237,6 +237,17 @@ class CrossCoder(nn.Module):
             norms = norms * self.scale_factors.to(norms.dtype)[None, :]
         return norms
 
+    def decoder_vectors(self, normalized: bool = True) -> torch.Tensor:
+        """Every latent's decoder vector per model, ``[d_hidden, n_models, d_model]``.
+
+        In the working (normalised) space if ``normalized``, else in raw activation space (the vector
+        a latent of activation 1 adds to each model's raw activation), whether or not scaling is folded.
+        """
+        scale = self.scale_factors.to(self.W_dec.dtype)[None, :, None]
+        if self.is_folded:
+            return self.W_dec * scale if normalized else self.W_dec
+        return self.W_dec if normalized else self.W_dec / scale
+
     def code_weights(self) -> torch.Tensor:
         """Per-latent weight of the sparsity penalty and of top-k selection, ``[d_hidden]``."""
         norms = self.decoder_norms()

@@ -31,7 +31,7 @@ class PairProfile:
 
 
 PAIRS: dict[str, PairProfile] = {
-    "toy": PairProfile("toy:base", "toy:chat", "blocks.3.hook_resid_pre", "toy-l3"),
+    "toy": PairProfile("toy:base", "toy:chat", "blocks.3.hook_resid_post", "toy-l3"),
     "gemma-2-2b": PairProfile(
         "google/gemma-2-2b", "google/gemma-2-2b-it", "blocks.14.hook_resid_pre", "gemma-2-2b-l14-replication",
         min_gpu_gib=15.0, gated=True,

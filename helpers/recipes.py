@@ -7,6 +7,7 @@ tutorials use them; each piece can also be used on its own.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -51,7 +52,8 @@ def new_crosscoder(pair: ModelPair, buffer: ShufflingBuffer, scale_tokens: int =
 
 
 def build_toy_release(out_dir: str | Path = PACKAGED_TOY_RELEASE, seq_len: int = 128) -> Path:
-    """Train the toy release (L1 crosscoder, 2,048 latents, ``blocks.3.hook_resid_pre`` of the toy pair)."""
+    """Train the toy release: an L1 crosscoder, 2,048 latents, at ``blocks.3.hook_resid_post`` (the output
+    of the toy pair's last block, where the planted refusal is readable; see notebook 03)."""
     from .models import load_model_pair
 
     torch.manual_seed(0)
@@ -74,3 +76,15 @@ def toy_release_path() -> Path:
     if not (cached / "crosscoder.safetensors").is_file():
         build_toy_release(cached)
     return cached
+
+
+def activation_batches(pair: ModelPair, pair_name: str, n_tokens: int, batch_size: int = 4096, seq_len: int = 128,
+                       seed: int = 1) -> Iterator[torch.Tensor]:
+    """``n_tokens`` raw activations of ``pair`` at its hook point in batches ``[batch, n_models, d_model]``.
+
+    Drawn from the pair's token source with a different seed from training's (0), BOS dropped, in
+    stream order (no shuffling: for statistics, not for training).
+    """
+    source = HarvestingSource(pair.models, token_source_for(pair, pair_name, seq_len, seed=seed), pair.hook_point)
+    for start in range(0, n_tokens, batch_size):
+        yield source.next_activations(min(batch_size, n_tokens - start))

@@ -85,8 +85,8 @@ RELEASES: dict[str, Release] = {
         subfolder="",
         format="native",
         model_names=("toy:base", "toy:chat"),
-        hook_point="blocks.3.hook_resid_pre",
-        description="L1 crosscoder, 2,048 latents, input of the toy pair's last block (ships with the package)",
+        hook_point="blocks.3.hook_resid_post",
+        description="L1 crosscoder, 2,048 latents, output of the toy pair's last block (ships with the package)",
         local_builder=_toy_release_path,
     ),
 }

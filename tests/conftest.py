@@ -32,3 +32,16 @@ def activations() -> torch.Tensor:
     generator = torch.Generator().manual_seed(11)
     x = torch.randn(64, 2, 16, generator=generator)
     return x * torch.tensor([3.0, 0.7])[None, :, None]
+
+
+@pytest.fixture(scope="session")
+def toy_pair():
+    """The toy model pair at its default hook point (loaded once per test session)."""
+    from helpers.models import load_model_pair
+
+    return load_model_pair("toy")
+
+
+@pytest.fixture(scope="session")
+def toy_tokenizer(toy_pair):
+    return toy_pair.tokenizer

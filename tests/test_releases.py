@@ -123,9 +123,9 @@ def test_toy_release_loads_by_name_and_reconstructs_toy_activations():
     from helpers.models import load_model_pair
 
     crosscoder = releases.from_pretrained("toy-l3")
-    assert crosscoder.cfg.hook_point == "blocks.3.hook_resid_pre" and crosscoder.cfg.d_hidden == 2048
+    assert crosscoder.cfg.hook_point == "blocks.3.hook_resid_post" and crosscoder.cfg.d_hidden == 2048
     assert crosscoder.cfg.model_names == ["toy:base", "toy:chat"]
-    pair = load_model_pair("toy")
+    pair = load_model_pair("toy", hook_point=crosscoder.cfg.hook_point)
     tokens = pair.tokenizer(["def join(a, *p):\n    sep = _get_sep(a)\n    path = a\n" * 3],
                             return_tensors="pt")["input_ids"]
     acts = harvest(pair.models, tokens, crosscoder.cfg.hook_point)[0, 1:]

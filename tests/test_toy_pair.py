@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import math
 
-import pytest
-
 from helpers import toy, toy_corpus
 from helpers.behaviour import evaluation_questions, is_refusal, refusal_table
 
@@ -32,13 +30,6 @@ def test_build_report_meets_targets():
     assert report["base_heldout_loss"] <= math.log(report["recipe"]["vocab_size"]) - 2
     chat, base = report["refusal_heldout"]["chat"], report["refusal_heldout"]["base"]
     assert chat["planted"] >= 0.9 and chat["other"] <= 0.1 and base["planted"] < 0.1
-
-
-@pytest.fixture(scope="module")
-def toy_pair():
-    from helpers.models import load_model_pair
-
-    return load_model_pair("toy")
 
 
 def test_planted_behaviour_through_transformer_lens(toy_pair):

@@ -1,0 +1,72 @@
+"""Latent Scaling's one-pass closed form against a brute-force least-squares solve."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from helpers.latent_scaling import TARGETS, latent_scaling, scaling_flags
+
+
+def brute_force_beta(crosscoder, x_raw, latent, model, target, vector_model=1):
+    """Solve min_beta ||beta * f d - y||^2 with torch.linalg.lstsq on the stacked tokens (float64)."""
+    with torch.no_grad():
+        x = crosscoder.normalize(x_raw).double()
+        codes = crosscoder.encode(x_raw).double()
+        vectors = crosscoder.decoder_vectors(normalized=True).double()
+        reconstruction = codes @ vectors.flatten(1) + crosscoder.b_dec.double().flatten()
+        reconstruction = reconstruction.view_as(x)
+        f = codes[:, latent]
+        own = f[:, None] * vectors[latent, model]
+        y = {"activation": x[:, model], "error": x[:, model] - reconstruction[:, model] + own,
+             "reconstruction": reconstruction[:, model] - own}[target]
+        design = (f[:, None] * vectors[latent, vector_model]).reshape(-1, 1)
+        return torch.linalg.lstsq(design, y.reshape(-1, 1)).solution.item()
+
+
+def test_closed_form_matches_lstsq(trained_like, activations):
+    latents = [i for i in range(48) if (trained_like.encode(activations)[:, i] > 0).sum() >= 2][:6]
+    assert len(latents) >= 3
+    batches = [activations[:25], activations[25:50], activations[50:]]
+    table = latent_scaling(trained_like, batches, latents, progress=False)
+    for latent in latents:
+        for target in TARGETS:
+            for model, name in enumerate(("base", "chat")):
+                expected = brute_force_beta(trained_like, activations, latent, model, target)
+                assert table.loc[latent, f"beta_{target}_{name}"] == pytest.approx(expected, rel=1e-4, abs=1e-5)
+        assert table.loc[latent, "nu_err"] == pytest.approx(
+            table.loc[latent, "beta_error_base"] / table.loc[latent, "beta_error_chat"])
+
+
+def test_recovers_planted_scales(small_cfg):
+    """Activations built as beta_m * f * d plus noise orthogonal to d: beta comes back exactly."""
+    from helpers.crosscoder import CrossCoder
+
+    crosscoder = CrossCoder(small_cfg)
+    generator = torch.Generator().manual_seed(0)
+    direction = crosscoder.W_dec[3, 1].detach()
+    noise = torch.randn(200, 2, 16, generator=generator)
+    noise -= (noise @ direction)[..., None] * direction / direction.dot(direction)
+    strength = torch.rand(200, generator=generator) * 3
+    x = noise + strength[:, None, None] * direction * torch.tensor([0.25, 1.0])[None, :, None]
+    table = latent_scaling(crosscoder, [x], [3], progress=False)
+    codes = crosscoder.encode(x)[:, 3].detach()
+    expected = (strength * codes).sum() / codes.pow(2).sum()  # x's projection per unit of f
+    assert table.loc[3, "beta_activation_chat"] == pytest.approx(expected.item(), rel=1e-4)
+    assert table.loc[3, "beta_activation_base"] == pytest.approx(0.25 * expected.item(), rel=1e-4)
+
+
+def test_flags_and_bad_input(trained_like, activations):
+    table = latent_scaling(trained_like, [activations], [0, 1, 2], progress=False)
+    table.loc[:, "nu_err"] = [0.1, 0.5, 0.1]
+    table.loc[:, "nu_rec"] = [0.1, 0.1, 0.9]
+    import pandas as pd
+
+    flagged = scaling_flags(table, classes=pd.Series(["chat-only", "chat-only", "shared"], index=[0, 1, 2]))
+    assert flagged["chat_specific"].tolist() == [True, False, False]
+    assert flagged["complete_shrinkage"].tolist() == [False, True, False]
+    assert flagged["latent_decoupling"].tolist() == [False, False, True]
+    with pytest.raises(ValueError, match="latent ids must lie"):
+        latent_scaling(trained_like, [activations], [48], progress=False)
+    with pytest.raises(ValueError, match="no activations"):
+        latent_scaling(trained_like, [], [0], progress=False)
