@@ -1,0 +1,232 @@
+"""How well a crosscoder reconstructs what the models compute, and what single latents do to them.
+
+- ``reconstruction_metrics``: L0, explained variance per model, dead and dense latents, over a stream
+  of activation batches.
+- ``splice_metrics``: per model, the next-token loss clean, with the hook activation replaced by the
+  crosscoder's reconstruction (BOS kept as is), and zero-ablated (every position, as the replication
+  did); the CE delta, the fraction of CE recovered ``1 - (spliced - clean) / (ablated - clean)`` and
+  ``KL(clean || spliced)``. The part of each model before the hook runs once per batch
+  (``SplicedRunner``), not once per variant; and since a zero-ablated residual carries nothing of the
+  tokens, the ablated logits depend only on the position: they are computed for one sequence per
+  sequence length and reused (exactly equal to running every sequence).
+- ``latent_ablation_effects`` / ``causal_summary``: ablate one latent (subtract its decoder
+  contribution) in both models on the same inputs and compare each model's KL shift.
+- ``ablated_logits_fn``: a model with latents ablated, for generation (e.g. refusal rates).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from .crosscoder import CrossCoder
+from .models import ModelPair
+from .splicing import SplicedRunner, kl_divergence, log_probs, next_token_loss
+
+DENSE_FREQUENCY = 0.1
+
+
+def _model_names(pair_or_crosscoder, n_models: int) -> list[str]:
+    names = getattr(pair_or_crosscoder, "names", None) or getattr(getattr(pair_or_crosscoder, "cfg", None),
+                                                                  "model_names", None)
+    return list(names) if names and len(names) == n_models else [f"model {m}" for m in range(n_models)]
+
+
+@torch.no_grad()
+def reconstruction_metrics(crosscoder: CrossCoder, activation_batches: Iterable[torch.Tensor],
+                           dense_frequency: float = DENSE_FREQUENCY, progress: bool = True) -> dict[str, float]:
+    """Sparsity and fidelity over raw activation batches ``[batch, n_models, d_model]``.
+
+    Returns ``n_tokens``; ``l0`` (active latents per token) and ``l0/<model>`` (those among them with a
+    non-zero decoder vector in that model); ``explained_variance`` and ``explained_variance/<model>``
+    (the replication's per-token ``1 - ||x - x_hat||^2 / ||x - batch mean||^2``, averaged over tokens);
+    ``dead_fraction`` (latents that never fired) and ``dense_fraction`` (firing on more than
+    ``dense_frequency`` of tokens).
+    """
+    names = _model_names(crosscoder, crosscoder.cfg.n_models)
+    device = crosscoder.W_enc.device
+    has_decoder = (crosscoder.decoder_norms() > 0).float()  # [d_hidden, n_models]
+    fired = torch.zeros(crosscoder.cfg.d_hidden, device=device)
+    sums = {"l0": 0.0, "explained_variance": 0.0, **{f"l0/{n}": 0.0 for n in names},
+            **{f"explained_variance/{n}": 0.0 for n in names}}
+    n_tokens = 0
+    was_training = crosscoder.training
+    crosscoder.eval()
+    try:
+        for batch in tqdm(activation_batches, desc="reconstruction metrics", disable=not progress):
+            batch = batch.to(device)
+            losses = crosscoder.losses(batch)
+            active = (losses.latents > 0).float()
+            size = batch.shape[0]
+            fired += active.sum(0)
+            sums["l0"] += active.sum().item()
+            sums["explained_variance"] += losses.explained_variance.item() * size
+            per_model_l0 = (active @ has_decoder).sum(0)
+            for m, name in enumerate(names):
+                sums[f"l0/{name}"] += per_model_l0[m].item()
+                sums[f"explained_variance/{name}"] += losses.explained_variance_per_model[m].item() * size
+            n_tokens += size
+    finally:
+        crosscoder.train(was_training)
+    if n_tokens == 0:
+        raise ValueError("reconstruction_metrics got no activations")
+    metrics = {"n_tokens": n_tokens, **{key: value / n_tokens for key, value in sums.items()}}
+    frequency = fired / n_tokens
+    metrics["dead_fraction"] = (frequency == 0).float().mean().item()
+    metrics["dense_fraction"] = (frequency > dense_frequency).float().mean().item()
+    return metrics
+
+
+def _reconstruct(crosscoder: CrossCoder, activations: torch.Tensor) -> torch.Tensor:
+    """The crosscoder's reconstruction of ``[batch, seq, n_models, d_model]``, BOS (position 0) left as is."""
+    body = activations[:, 1:]
+    reconstruction = crosscoder(body.flatten(0, 1).to(crosscoder.W_enc.device)).view_as(body)
+    return torch.cat([activations[:, :1], reconstruction.to(activations.device)], dim=1)
+
+
+@torch.no_grad()
+def splice_metrics(pair: ModelPair, crosscoder: CrossCoder, token_batches: Iterable[torch.Tensor],
+                   progress: bool = True):
+    """CE and KL when splicing the reconstruction into each model, averaged over all sequences' tokens.
+
+    ``token_batches`` yields ``[batch, seq]`` tokens starting with BOS. Returns a pandas DataFrame, one
+    row per model: ``clean_loss``, ``spliced_loss``, ``ablated_loss``, ``ce_delta``, ``ce_recovered``,
+    ``kl_spliced``, ``n_sequences``, ``n_tokens`` (predicted tokens per model).
+    """
+    import pandas as pd
+
+    hook_point = crosscoder.cfg.hook_point or pair.hook_point
+    n_models = len(pair.models)
+    totals = torch.zeros(n_models, 4, dtype=torch.float64)  # clean, spliced, ablated, kl summed over tokens
+    ablated_by_length: dict[tuple[int, int], torch.Tensor] = {}  # (model, seq_len) -> log-probs [1, seq, vocab]
+    n_sequences = n_tokens = 0
+    was_training = crosscoder.training
+    crosscoder.eval()
+    try:
+        for tokens in tqdm(token_batches, desc="splicing", disable=not progress):
+            runner = SplicedRunner(pair, hook_point, tokens)
+            reconstruction = _reconstruct(crosscoder, runner.activations)
+            for m in range(n_models):
+                clean = log_probs(runner.clean_logits(m))
+                spliced = log_probs(runner.run(m, reconstruction[:, :, m]))
+                key = (m, tokens.shape[1])
+                if key not in ablated_by_length:
+                    ablated_by_length[key] = log_probs(runner.run(m, torch.zeros_like, rows=1))
+                ablated = ablated_by_length[key].expand(tokens.shape[0], -1, -1)
+                totals[m, 0] += next_token_loss(clean, runner.tokens).sum().item()
+                totals[m, 1] += next_token_loss(spliced, runner.tokens).sum().item()
+                totals[m, 2] += next_token_loss(ablated, runner.tokens).sum().item()
+                totals[m, 3] += kl_divergence(clean[:, :-1], spliced[:, :-1]).sum().item()
+            n_sequences += tokens.shape[0]
+            n_tokens += tokens.shape[0] * (tokens.shape[1] - 1)
+    finally:
+        crosscoder.train(was_training)
+    if n_tokens == 0:
+        raise ValueError("splice_metrics got no tokens")
+    means = (totals / n_tokens).numpy()
+    table = pd.DataFrame(means, columns=["clean_loss", "spliced_loss", "ablated_loss", "kl_spliced"],
+                         index=pd.Index(_model_names(pair, n_models), name="model"))
+    table["ce_delta"] = table["spliced_loss"] - table["clean_loss"]
+    table["ce_recovered"] = 1 - table["ce_delta"] / (table["ablated_loss"] - table["clean_loss"])
+    table["n_sequences"], table["n_tokens"] = n_sequences, n_tokens
+    return table[["clean_loss", "spliced_loss", "ablated_loss", "ce_delta", "ce_recovered", "kl_spliced",
+                  "n_sequences", "n_tokens"]]
+
+
+def latent_contributions(crosscoder: CrossCoder, codes: torch.Tensor, latents: Sequence[int]) -> torch.Tensor:
+    """What ``latents`` add to each model's raw activation.
+
+    Returns ``[..., n_models, d_model]`` for codes ``[..., d_hidden]``.
+    """
+    ids = torch.as_tensor(latents, dtype=torch.long, device=codes.device)
+    vectors = crosscoder.decoder_vectors(normalized=False)[ids]  # [L, n_models, d_model]
+    return torch.einsum("...l,lmd->...md", codes[..., ids].to(vectors.dtype), vectors)
+
+
+def _encode_positions(crosscoder: CrossCoder, activations: torch.Tensor) -> torch.Tensor:
+    """Latent codes ``[batch, seq, d_hidden]`` of ``[batch, seq, n_models, d_model]``, zero at BOS (position 0)."""
+    batch, seq = activations.shape[:2]
+    codes = crosscoder.encode(activations.flatten(0, 1).to(crosscoder.W_enc.device)).view(batch, seq, -1)
+    codes[:, 0] = 0
+    return codes
+
+
+@torch.no_grad()
+def latent_ablation_effects(pair: ModelPair, crosscoder: CrossCoder, token_batches: Iterable[torch.Tensor],
+                            latents: Sequence[int], progress: bool = True):
+    """Per latent and model, the mean ``KL(clean || ablated)`` at the positions where the latent fired.
+
+    Ablating subtracts the latent's decoder contribution from the hook activation of each model, on the
+    same inputs. Returns a pandas DataFrame indexed by latent: ``kl/<model>`` per model and ``n_active`` (positions
+    where the latent fired); NaN KL for a latent that never fired.
+    """
+    import pandas as pd
+
+    hook_point = crosscoder.cfg.hook_point or pair.hook_point
+    names = _model_names(pair, len(pair.models))
+    latent_ids = list(latents)
+    kl_sums = torch.zeros(len(latent_ids), len(names), dtype=torch.float64)
+    counts = torch.zeros(len(latent_ids), dtype=torch.float64)
+    for tokens in tqdm(token_batches, desc="ablating latents", disable=not progress):
+        runner = SplicedRunner(pair, hook_point, tokens)
+        codes = _encode_positions(crosscoder, runner.activations)
+        clean_log_probs = [log_probs(runner.clean_logits(m)) for m in range(len(names))]
+        for row, latent in enumerate(latent_ids):
+            active = codes[..., latent] > 0  # [batch, seq]
+            if not active.any():
+                continue
+            contribution = latent_contributions(crosscoder, codes, [latent]).to(runner.activations.device)
+            for m in range(len(names)):
+                ablated = log_probs(runner.run(m, runner.activations[:, :, m] - contribution[:, :, m]))
+                kl_sums[row, m] += kl_divergence(clean_log_probs[m], ablated)[active.to(ablated.device)].sum().item()
+            counts[row] += active.sum().item()
+    means = kl_sums / counts[:, None]
+    table = pd.DataFrame(means.numpy(), columns=[f"kl/{name}" for name in names],
+                         index=pd.Index(latent_ids, name="latent"))
+    table["n_active"] = counts.numpy().astype(int)
+    return table
+
+
+def causal_summary(effects, classes) -> dict[str, float]:
+    """Summaries of ``latent_ablation_effects`` for two models, given taxonomy ``classes`` (a Series).
+
+    ``shared_pearson``: the Pearson correlation of the two models' KL shifts over shared latents that
+    fired (high = the latent does the same in both models); ``chat_only_median_ratio``: the median of
+    ``KL(chat) / KL(base)`` over chat-only latents (well above 1 = the latent matters to the chat model
+    only); ``chat_only_chat_larger``: the share of chat-only latents whose chat KL is the larger.
+    """
+    base_col, chat_col = [column for column in effects.columns if column.startswith("kl/")][:2]
+    fired = effects.dropna(subset=[base_col, chat_col])
+    labels = classes.reindex(fired.index)
+    shared = fired[labels == "shared"]
+    chat_only = fired[labels == "chat-only"]
+    summary = {"n_shared": len(shared), "n_chat_only": len(chat_only), "shared_pearson": float("nan"),
+               "chat_only_median_ratio": float("nan"), "chat_only_chat_larger": float("nan")}
+    if len(shared) >= 2:
+        summary["shared_pearson"] = float(shared[base_col].corr(shared[chat_col]))
+    if len(chat_only):
+        summary["chat_only_median_ratio"] = float((chat_only[chat_col] / chat_only[base_col]).median())
+        summary["chat_only_chat_larger"] = float((chat_only[chat_col] > chat_only[base_col]).mean())
+    return summary
+
+
+def ablated_logits_fn(pair: ModelPair, crosscoder: CrossCoder, latents: Sequence[int],
+                      model_index: int = 1) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``tokens [batch, seq] -> logits`` of model ``model_index`` with ``latents`` ablated at the hook.
+
+    Both models run on the tokens (the crosscoder encodes them jointly); the chosen model's hook
+    activation loses the latents' decoder contribution at every position but BOS.
+    """
+    hook_point = crosscoder.cfg.hook_point or pair.hook_point
+
+    @torch.no_grad()
+    def logits(tokens: torch.Tensor) -> torch.Tensor:
+        runner = SplicedRunner(pair, hook_point, tokens)
+        codes = _encode_positions(crosscoder, runner.activations)
+        contribution = latent_contributions(crosscoder, codes, latents)[:, :, model_index]
+        ablated = runner.activations[:, :, model_index] - contribution.to(runner.activations.device)
+        return runner.run(model_index, ablated)
+
+    return logits

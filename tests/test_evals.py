@@ -1,0 +1,117 @@
+"""Reconstruction metrics, CE / KL splicing and latent ablation against full forward passes with hooks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from helpers import from_pretrained
+from helpers.crosscoder import CrossCoder, CrossCoderConfig
+from helpers.evals import (
+    ablated_logits_fn,
+    causal_summary,
+    latent_ablation_effects,
+    reconstruction_metrics,
+    splice_metrics,
+)
+from helpers.recipes import token_source_for
+
+
+@pytest.fixture(scope="module")
+def release():
+    return from_pretrained("toy-l3").eval()
+
+
+@pytest.fixture(scope="module")
+def token_batches(toy_pair):
+    source = token_source_for(toy_pair, "toy", seq_len=32, seed=5)
+    return [source.next_batch(4) for _ in range(2)]
+
+
+def full_pass_losses(model, tokens, hook_point, replace=None):
+    """Mean next-token CE of a full forward pass, the hook activation optionally replaced (TransformerLens's loss)."""
+    hooks = [] if replace is None else [(hook_point, lambda act, hook: replace(act))]
+    return model.run_with_hooks(tokens, return_type="loss", fwd_hooks=hooks).item()
+
+
+@pytest.mark.parametrize("hook_point", ["blocks.3.hook_resid_post", "blocks.2.hook_resid_pre"])
+def test_splice_metrics_match_full_forward_passes(toy_pair, release, token_batches, hook_point):
+    if hook_point == release.cfg.hook_point:
+        crosscoder = release
+    else:
+        crosscoder = CrossCoder(CrossCoderConfig(d_model=128, d_hidden=256, seed=0, hook_point=hook_point)).eval()
+    table = splice_metrics(toy_pair, crosscoder, token_batches, progress=False)
+    for m, model in enumerate(toy_pair.models):
+        clean = spliced = ablated = 0.0
+        for tokens in token_batches:
+            _, cache = model.run_with_cache(tokens, names_filter=[hook_point])
+            other = toy_pair.models[1 - m].run_with_cache(tokens, names_filter=[hook_point])[1][hook_point]
+            both = torch.stack([cache[hook_point], other] if m == 0 else [other, cache[hook_point]], dim=2)
+            recon = crosscoder(both[:, 1:].flatten(0, 1)).view(both[:, 1:].shape)[:, :, m]
+            clean += full_pass_losses(model, tokens, hook_point)
+            spliced += full_pass_losses(model, tokens, hook_point, lambda a, r=recon: torch.cat([a[:, :1], r], 1))
+            ablated += full_pass_losses(model, tokens, hook_point, torch.zeros_like)
+        row = table.iloc[m]
+        assert row["clean_loss"] == pytest.approx(clean / 2, abs=1e-4)
+        assert row["spliced_loss"] == pytest.approx(spliced / 2, abs=1e-4)
+        assert row["ablated_loss"] == pytest.approx(ablated / 2, abs=1e-4)
+        assert row["ce_recovered"] == pytest.approx(1 - (spliced - clean) / (ablated - clean), abs=1e-4)
+        assert row["n_sequences"] == 8 and row["n_tokens"] == 8 * 31
+    if crosscoder is release:
+        assert (table["clean_loss"] <= table["spliced_loss"]).all()
+        assert (table["spliced_loss"] <= table["ablated_loss"]).all()
+        assert table["ce_recovered"].between(0, 1).all() and (table["kl_spliced"] >= 0).all()
+
+
+def test_reconstruction_metrics_match_direct(trained_like, activations):
+    metrics = reconstruction_metrics(trained_like.eval(), [activations[:32], activations[32:]], progress=False)
+    codes = trained_like.encode(activations).detach()
+    assert metrics["n_tokens"] == 64
+    assert metrics["l0"] == pytest.approx((codes > 0).float().sum(-1).mean().item(), rel=1e-6)
+    assert metrics["l0/model 0"] == pytest.approx(metrics["l0"], rel=1e-6)  # every decoder is non-zero
+    fired = (codes > 0).any(0)
+    assert metrics["dead_fraction"] == pytest.approx(1 - fired.float().mean().item())
+    frequency = (codes > 0).float().mean(0)
+    assert metrics["dense_fraction"] == pytest.approx((frequency > 0.1).float().mean().item())
+    halves = [trained_like.losses(part).explained_variance_per_model[1].item()
+              for part in (activations[:32], activations[32:])]
+    assert metrics["explained_variance/model 1"] == pytest.approx(sum(halves) / 2, rel=1e-5)
+    with torch.no_grad():
+        trained_like.W_dec[0, 1] = 0  # a base-only latent no longer counts in model 1's L0
+    changed = reconstruction_metrics(trained_like, [activations], progress=False)
+    assert changed["l0/model 1"] == pytest.approx(changed["l0"] - (codes[:, 0] > 0).float().mean().item(), rel=1e-5)
+    with pytest.raises(ValueError, match="no activations"):
+        reconstruction_metrics(trained_like, [], progress=False)
+
+
+def test_latent_ablation_matches_a_full_pass_with_a_hook(toy_pair, release, token_batches):
+    tokens = token_batches[0]
+    hook = release.cfg.hook_point
+    acts = torch.stack([m.run_with_cache(tokens, names_filter=[hook])[1][hook] for m in toy_pair.models], dim=2)
+    codes = release.encode(acts.flatten(0, 1)).view(*acts.shape[:2], -1).detach()
+    codes[:, 0] = 0
+    latent = int((codes > 0).sum((0, 1)).argmax())
+    effects = latent_ablation_effects(toy_pair, release, [tokens], [latent], progress=False)
+    active = codes[..., latent] > 0
+    for m, model in enumerate(toy_pair.models):
+        vector = release.decoder_vectors(normalized=False)[latent, m].detach()
+        clean = model(tokens)
+        contribution = codes[..., latent, None] * vector
+        ablated = model.run_with_hooks(tokens, fwd_hooks=[(hook, lambda a, hook, c=contribution: a - c)])
+        kl = (clean.log_softmax(-1).exp() * (clean.log_softmax(-1) - ablated.log_softmax(-1))).sum(-1)
+        assert effects.iloc[0, m] == pytest.approx(kl[active].mean().item(), rel=1e-4, abs=1e-7)
+        generated = ablated_logits_fn(toy_pair, release, [latent], model_index=m)(tokens)
+        assert torch.allclose(generated, ablated, atol=1e-4)
+    assert effects.loc[latent, "n_active"] == int(active.sum())
+
+
+def test_causal_summary():
+    import pandas as pd
+
+    effects = pd.DataFrame({"kl/base": [0.1, 0.2, 0.3, 0.01, 0.02], "kl/chat": [0.11, 0.19, 0.33, 0.5, 0.01],
+                            "n_active": [5] * 5})
+    classes = pd.Series(["shared", "shared", "shared", "chat-only", "chat-only"])
+    summary = causal_summary(effects, classes)
+    assert summary["shared_pearson"] == pytest.approx(effects["kl/base"][:3].corr(effects["kl/chat"][:3]))
+    assert summary["chat_only_median_ratio"] == pytest.approx((50 + 0.5) / 2)
+    assert summary["chat_only_chat_larger"] == 0.5 and summary["n_shared"] == 3
