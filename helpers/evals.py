@@ -12,6 +12,7 @@
 - ``latent_ablation_effects`` / ``causal_summary``: ablate one latent (subtract its decoder
   contribution) in both models on the same inputs and compare each model's KL shift.
 - ``ablated_logits_fn``: a model with latents ablated, for generation (e.g. refusal rates).
+- ``replication_table``: the metrics in the form of the replication's results table.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from .models import ModelPair
 from .splicing import SplicedRunner, kl_divergence, log_probs, next_token_loss
 
 DENSE_FREQUENCY = 0.1
+# The replication's published results (Gemma-2-2B vs -IT, blocks.14.hook_resid_pre, 16,384 latents).
+REPLICATION_RESULTS = {"L0": 81, "base CE recovered": 0.9543, "chat CE recovered": 0.9567, "base CE delta": 0.488,
+                       "chat CE delta": 0.453, "base FVE": 0.7790, "chat FVE": 0.7756}
 
 
 def _model_names(pair_or_crosscoder, n_models: int) -> list[str]:
@@ -135,6 +139,28 @@ def splice_metrics(pair: ModelPair, crosscoder: CrossCoder, token_batches: Itera
                   "n_sequences", "n_tokens"]]
 
 
+def replication_table(metrics: dict[str, float], splices, label: str = "this crosscoder",
+                      include_published: bool = True):
+    """The replication's results table (L0, CE recovered, CE delta, explained variance per model) from
+    ``reconstruction_metrics`` and ``splice_metrics`` outputs of a two-model crosscoder; with the
+    published row underneath when ``include_published``."""
+    import pandas as pd
+
+    if len(splices) != 2:
+        raise ValueError(f"replication_table compares two models, got {len(splices)}")
+    base, chat = splices.index
+    fve_base, fve_chat = [value for key, value in metrics.items() if key.startswith("explained_variance/")]
+    row = {"L0": metrics["l0"],
+           "base CE recovered": splices.loc[base, "ce_recovered"],
+           "chat CE recovered": splices.loc[chat, "ce_recovered"],
+           "base CE delta": splices.loc[base, "ce_delta"], "chat CE delta": splices.loc[chat, "ce_delta"],
+           "base FVE": fve_base, "chat FVE": fve_chat}
+    rows = {label: row}
+    if include_published:
+        rows["replication (Gemma-2-2B, published)"] = REPLICATION_RESULTS
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
 def latent_contributions(crosscoder: CrossCoder, codes: torch.Tensor, latents: Sequence[int]) -> torch.Tensor:
     """What ``latents`` add to each model's raw activation.
 
@@ -212,21 +238,34 @@ def causal_summary(effects, classes) -> dict[str, float]:
     return summary
 
 
-def ablated_logits_fn(pair: ModelPair, crosscoder: CrossCoder, latents: Sequence[int],
-                      model_index: int = 1) -> Callable[[torch.Tensor], torch.Tensor]:
+def ablated_logits_fn(pair: ModelPair, crosscoder: CrossCoder, latents: Sequence[int], model_index: int = 1,
+                      mode: str = "contribution") -> Callable[[torch.Tensor], torch.Tensor]:
     """``tokens [batch, seq] -> logits`` of model ``model_index`` with ``latents`` ablated at the hook.
 
-    Both models run on the tokens (the crosscoder encodes them jointly); the chosen model's hook
-    activation loses the latents' decoder contribution at every position but BOS.
+    Both models run on the tokens (the crosscoder encodes them jointly). ``mode``:
+
+    - ``"contribution"``: subtract the latents' decoder contribution ``f_j d_j`` (every position but BOS);
+    - ``"direction"``: where any of the latents fires, project the activation off the span of their
+      decoder directions, removing all of it, including what the reconstruction error holds (an L1
+      crosscoder's activations are shrunk, so its error often carries part of a latent's direction).
     """
+    if mode not in ("contribution", "direction"):
+        raise ValueError(f"mode must be 'contribution' or 'direction', got {mode!r}")
     hook_point = crosscoder.cfg.hook_point or pair.hook_point
+    ids = list(latents)
 
     @torch.no_grad()
     def logits(tokens: torch.Tensor) -> torch.Tensor:
         runner = SplicedRunner(pair, hook_point, tokens)
         codes = _encode_positions(crosscoder, runner.activations)
-        contribution = latent_contributions(crosscoder, codes, latents)[:, :, model_index]
-        ablated = runner.activations[:, :, model_index] - contribution.to(runner.activations.device)
+        x = runner.activations[:, :, model_index]
+        if mode == "contribution":
+            ablated = x - latent_contributions(crosscoder, codes, ids)[:, :, model_index].to(x.device)
+        else:
+            directions = crosscoder.decoder_vectors(normalized=False)[ids, model_index].float()  # [L, d_model]
+            basis = torch.linalg.qr(directions.T).Q.T.to(x.device)  # orthonormal rows spanning the directions
+            fires = (codes[..., ids] > 0).any(-1, keepdim=True).to(x.device)  # [batch, seq, 1]
+            ablated = x - fires * ((x @ basis.T) @ basis)
         return runner.run(model_index, ablated)
 
     return logits

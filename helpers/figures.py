@@ -56,3 +56,46 @@ def norm_cosine_scatter(table, title: str = "Relative norm against decoder cosin
     figure.update_layout(title=title, xaxis_title=NORM_AXIS, yaxis_title="decoder cosine", template="plotly_white",
                          xaxis=dict(range=[0, 1]), yaxis=dict(range=[-1.05, 1.05]))
     return figure
+
+
+def latent_scaling_scatter(flagged, title: str = "Latent Scaling: chat-only latents"):
+    """``nu_err`` against ``nu_rec`` for a ``scaling_flags`` table, chat-specific latents highlighted,
+    the paper's thresholds drawn as dashed lines."""
+    import plotly.graph_objects as go
+
+    from .latent_scaling import NU_ERR_MAX, NU_REC_MAX
+
+    figure = go.Figure()
+    for specific, colour, name in ((True, "#c44e52", "chat-specific"), (False, "#8c8c8c", "artefact suspected")):
+        rows = flagged[flagged["chat_specific"] == specific]
+        figure.add_trace(go.Scatter(
+            x=rows["nu_err"], y=rows["nu_rec"], mode="markers", name=f"{name} ({len(rows)})",
+            marker=dict(color=colour, size=7), text=[f"latent {i}" for i in rows.index],
+            hovertemplate="%{text}<br>nu_err %{x:.3f}<br>nu_rec %{y:.3f}<extra></extra>",
+        ))
+    figure.add_vline(x=NU_ERR_MAX, line_dash="dash", line_color="#555")
+    figure.add_hline(y=NU_REC_MAX, line_dash="dash", line_color="#555")
+    figure.update_layout(title=title, xaxis_title="nu_err = beta_err(base) / beta_err(chat)",
+                         yaxis_title="nu_rec = beta_rec(base) / beta_rec(chat)", template="plotly_white")
+    return figure
+
+
+def ablation_kl_scatter(effects, classes, title: str = "Ablating one latent: KL shift in each model"):
+    """Each latent's ``KL(clean || ablated)`` in the base model against the chat model (log-log), by class."""
+    import plotly.graph_objects as go
+
+    base_col, chat_col = [column for column in effects.columns if column.startswith("kl/")][:2]
+    labels = classes.reindex(effects.index)
+    figure = go.Figure()
+    for name, colour in CLASS_COLOURS.items():
+        rows = effects[labels == name].dropna(subset=[base_col, chat_col])
+        if rows.empty:
+            continue
+        figure.add_trace(go.Scatter(
+            x=rows[base_col], y=rows[chat_col], mode="markers", name=f"{name} ({len(rows)})",
+            marker=dict(color=colour, size=6, opacity=0.8), text=[f"latent {i}" for i in rows.index],
+            hovertemplate="%{text}<br>KL base %{x:.2e}<br>KL chat %{y:.2e}<extra></extra>",
+        ))
+    figure.update_layout(title=title, xaxis_title=f"KL shift, {base_col[3:]}", yaxis_title=f"KL shift, {chat_col[3:]}",
+                         xaxis_type="log", yaxis_type="log", template="plotly_white")
+    return figure

@@ -12,6 +12,7 @@ from helpers.evals import (
     causal_summary,
     latent_ablation_effects,
     reconstruction_metrics,
+    replication_table,
     splice_metrics,
 )
 from helpers.recipes import token_source_for
@@ -115,3 +116,33 @@ def test_causal_summary():
     assert summary["shared_pearson"] == pytest.approx(effects["kl/base"][:3].corr(effects["kl/chat"][:3]))
     assert summary["chat_only_median_ratio"] == pytest.approx((50 + 0.5) / 2)
     assert summary["chat_only_chat_larger"] == 0.5 and summary["n_shared"] == 3
+
+
+def test_replication_table_and_direction_ablation(toy_pair, release, token_batches):
+    import pandas as pd
+
+    splices = pd.DataFrame({"ce_recovered": [0.9, 0.8], "ce_delta": [0.1, 0.2]}, index=["a", "b"])
+    metrics = {"l0": 12.0, "explained_variance/a": 0.7, "explained_variance/b": 0.6}
+    table = replication_table(metrics, splices)
+    assert table.iloc[0].tolist() == [12.0, 0.9, 0.8, 0.1, 0.2, 0.7, 0.6]
+    assert table.iloc[1]["L0"] == 81
+    tokens = token_batches[0]
+    hook = release.cfg.hook_point
+    clean = toy_pair.chat(tokens)
+    acts = torch.stack([m.run_with_cache(tokens, names_filter=[hook])[1][hook] for m in toy_pair.models], dim=2)
+    codes = release.encode(acts.flatten(0, 1)).detach()
+    latent = int((codes > 0).sum(0).argmax())
+    direction = release.decoder_vectors(normalized=False)[latent, 1].detach()
+    direction = direction / direction.norm()
+    fires = (codes[:, latent] > 0).view(tokens.shape)
+    fires[:, 0] = False
+
+    def project(act, hook):
+        return act - fires[..., None] * (act @ direction)[..., None] * direction
+
+    expected = toy_pair.chat.run_with_hooks(tokens, fwd_hooks=[(hook, project)])
+    got = ablated_logits_fn(toy_pair, release, [latent], model_index=1, mode="direction")(tokens)
+    assert torch.allclose(got, expected, atol=1e-4)
+    assert fires.any() and not torch.allclose(got, clean, atol=1e-3)
+    with pytest.raises(ValueError, match="mode must be"):
+        ablated_logits_fn(toy_pair, release, [latent], mode="zero")
