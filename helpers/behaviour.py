@@ -6,11 +6,11 @@ Face model, a TransformerLens bridge, or a bridge running with hooks (to measure
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 
 import torch
 
+from .data import prompts_by_length
 from .toy_corpus import REFUSAL, Question, questions
 
 LogitsFn = Callable[[torch.Tensor], torch.Tensor]
@@ -22,13 +22,8 @@ def greedy_continuations(
     logits_fn: LogitsFn, tokenizer, prompts: Sequence[str], max_new_tokens: int = 12, device: str = "cpu"
 ) -> list[str]:
     """Greedy-decode ``max_new_tokens`` after each prompt; prompts of equal token length share a batch."""
-    encoded = [tokenizer(prompt)["input_ids"] for prompt in prompts]
-    by_length: dict[int, list[int]] = defaultdict(list)
-    for index, ids in enumerate(encoded):
-        by_length[len(ids)].append(index)
     outputs: list[str] = [""] * len(prompts)
-    for indices in by_length.values():
-        tokens = torch.tensor([encoded[i] for i in indices], device=device)
+    for indices, tokens in prompts_by_length(tokenizer, prompts, device):
         start = tokens.shape[1]
         for _ in range(max_new_tokens):
             next_token = logits_fn(tokens)[:, -1].argmax(-1, keepdim=True)

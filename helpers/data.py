@@ -2,6 +2,7 @@
 
 - ``ToyTokenSource``: the toy pair's corpus, stdlib source text and chat dialogues mixed 50/50 (as the
   replication mixed the Pile with LmSys-Chat).
+- ``prompts_by_length``: prompts tokenised and grouped into unpadded equal-length batches.
 - ``HFTokenSource``: a Hugging Face dataset, either pre-tokenised (an ``input_ids`` column, like the
   replication's ``ckkissane/pile-lmsys-mix-1m-tokenized-gemma-2``) or text / chat (tokenised and packed),
   streaming where the dataset allows.
@@ -12,6 +13,7 @@ Both are deterministic and expose ``state_dict`` / ``load_state_dict`` so traini
 from __future__ import annotations
 
 import itertools
+from collections import defaultdict
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -168,3 +170,17 @@ class HFTokenSource:
         if consumed < skip:
             raise ValueError(f"cannot resume at row {skip}: the dataset has only {consumed} rows")
         self.position = skip
+
+
+def prompts_by_length(tokenizer, prompts: Sequence[str], device: str | torch.device = "cpu"
+                      ) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """Tokenise ``prompts`` and group those of equal length: yields ``(indices, tokens [group, length])``.
+
+    Equal-length prompts run as one batch with no padding (so nothing but the prompt enters the model).
+    """
+    encoded = [tokenizer(prompt)["input_ids"] for prompt in prompts]
+    by_length: dict[int, list[int]] = defaultdict(list)
+    for index, ids in enumerate(encoded):
+        by_length[len(ids)].append(index)
+    for indices in by_length.values():
+        yield indices, torch.tensor([encoded[i] for i in indices], device=device)

@@ -4,19 +4,21 @@
   prompts ending in ``Assistant:``, the position where the model decides how to answer).
 - ``auroc``: how well each latent's activation separates positive from negative prompts (exact, ties
   counted half, the Mann-Whitney form).
-- ``encode_tokens`` / ``top_activations`` / ``template_mask``: latent activations over token batches,
-  each latent's strongest positions, and which positions are chat-template tokens.
+- ``encode_tokens`` / ``encode_positions`` / ``top_activations`` / ``template_mask``: latent
+  activations over token batches, each latent's strongest positions, and which positions are
+  chat-template tokens.
+- ``probe_auroc_by_site``: where a behaviour is linearly readable, per hook point and model.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
 import torch
 
 from .buffer import harvest
 from .crosscoder import CrossCoder
+from .data import prompts_by_length
 from .models import ModelPair
 
 TEMPLATE_MARKERS = ("User:", "\nAssistant:")
@@ -31,12 +33,23 @@ def encode_tokens(pair: ModelPair, crosscoder: CrossCoder, tokens: torch.Tensor)
     """
     hook_point = crosscoder.cfg.hook_point or pair.hook_point
     activations = harvest(pair.models, tokens, hook_point)  # [batch, seq, n_models, d_model]
-    batch, seq = tokens.shape
-    device = crosscoder.W_enc.device
-    latents = crosscoder.encode(activations.flatten(0, 1).to(device)).view(batch, seq, -1)
     bos_id = pair.tokenizer.bos_token_id
-    if bos_id is not None:
-        latents[:, 0] *= (tokens[:, 0] != bos_id).to(latents.device, latents.dtype)[:, None]
+    return encode_positions(crosscoder, activations, None if bos_id is None else tokens[:, 0] == bos_id)
+
+
+@torch.no_grad()
+def encode_positions(crosscoder: CrossCoder, activations: torch.Tensor,
+                     first_is_bos: torch.Tensor | None = None) -> torch.Tensor:
+    """Latent activations ``[batch, seq, d_hidden]`` of activations ``[batch, seq, n_models, d_model]``.
+
+    Position 0 is zeroed in the rows where ``first_is_bos`` (bool ``[batch]``; all rows if None).
+    """
+    batch, seq = activations.shape[:2]
+    latents = crosscoder.encode(activations.flatten(0, 1).to(crosscoder.W_enc.device)).view(batch, seq, -1)
+    if first_is_bos is None:
+        latents[:, 0] = 0
+    else:
+        latents[:, 0] *= (~first_is_bos).to(latents.device, latents.dtype)[:, None]
     return latents
 
 
@@ -46,13 +59,8 @@ def response_activations(pair: ModelPair, crosscoder: CrossCoder, prompts: Seque
 
     Prompts of equal token length run as one batch, so no padding enters the models.
     """
-    encoded = [pair.tokenizer(prompt)["input_ids"] for prompt in prompts]
-    by_length: dict[int, list[int]] = defaultdict(list)
-    for index, ids in enumerate(encoded):
-        by_length[len(ids)].append(index)
     result = torch.zeros(len(prompts), crosscoder.cfg.d_hidden)
-    for indices in by_length.values():
-        tokens = torch.tensor([encoded[i] for i in indices], device=pair.device)
+    for indices, tokens in prompts_by_length(pair.tokenizer, prompts, pair.device):
         result[indices] = encode_tokens(pair, crosscoder, tokens)[:, -1].float().cpu()
     return result
 
@@ -145,13 +153,8 @@ def last_token_activations(pair: ModelPair, prompts: Sequence[str],
 
     Returns ``{hook: [n_prompts, n_models, d_model]}``.
     """
-    encoded = [pair.tokenizer(prompt)["input_ids"] for prompt in prompts]
-    by_length: dict[int, list[int]] = defaultdict(list)
-    for index, ids in enumerate(encoded):
-        by_length[len(ids)].append(index)
     result = {hook: torch.zeros(len(prompts), len(pair.models), pair.d_model) for hook in hook_points}
-    for indices in by_length.values():
-        tokens = torch.tensor([encoded[i] for i in indices], device=pair.device)
+    for indices, tokens in prompts_by_length(pair.tokenizer, prompts, pair.device):
         for m, model in enumerate(pair.models):
             _, cache = model.run_with_cache(tokens, names_filter=list(hook_points))
             for hook in hook_points:

@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .crosscoder import CrossCoder
+from .detection import encode_positions
 from .models import ModelPair
 from .splicing import SplicedRunner, kl_divergence, log_probs, next_token_loss
 
@@ -171,14 +172,6 @@ def latent_contributions(crosscoder: CrossCoder, codes: torch.Tensor, latents: S
     return torch.einsum("...l,lmd->...md", codes[..., ids].to(vectors.dtype), vectors)
 
 
-def _encode_positions(crosscoder: CrossCoder, activations: torch.Tensor) -> torch.Tensor:
-    """Latent codes ``[batch, seq, d_hidden]`` of ``[batch, seq, n_models, d_model]``, zero at BOS (position 0)."""
-    batch, seq = activations.shape[:2]
-    codes = crosscoder.encode(activations.flatten(0, 1).to(crosscoder.W_enc.device)).view(batch, seq, -1)
-    codes[:, 0] = 0
-    return codes
-
-
 @torch.no_grad()
 def latent_ablation_effects(pair: ModelPair, crosscoder: CrossCoder, token_batches: Iterable[torch.Tensor],
                             latents: Sequence[int], progress: bool = True):
@@ -197,7 +190,7 @@ def latent_ablation_effects(pair: ModelPair, crosscoder: CrossCoder, token_batch
     counts = torch.zeros(len(latent_ids), dtype=torch.float64)
     for tokens in tqdm(token_batches, desc="ablating latents", disable=not progress):
         runner = SplicedRunner(pair, hook_point, tokens)
-        codes = _encode_positions(crosscoder, runner.activations)
+        codes = encode_positions(crosscoder, runner.activations)
         clean_log_probs = [log_probs(runner.clean_logits(m)) for m in range(len(names))]
         for row, latent in enumerate(latent_ids):
             active = codes[..., latent] > 0  # [batch, seq]
@@ -257,7 +250,7 @@ def ablated_logits_fn(pair: ModelPair, crosscoder: CrossCoder, latents: Sequence
     @torch.no_grad()
     def logits(tokens: torch.Tensor) -> torch.Tensor:
         runner = SplicedRunner(pair, hook_point, tokens)
-        codes = _encode_positions(crosscoder, runner.activations)
+        codes = encode_positions(crosscoder, runner.activations)
         x = runner.activations[:, :, model_index]
         if mode == "contribution":
             ablated = x - latent_contributions(crosscoder, codes, ids)[:, :, model_index].to(x.device)
