@@ -142,7 +142,7 @@ def latent_table(crosscoder: CrossCoder, statistics: LatentStatistics | None = N
 
 
 def classify(table, thresholds: Thresholds = Thresholds()):
-    """The class of each latent of a ``latent_table`` (a pandas Series of strings from ``CLASSES``)."""
+    """The class of each latent of a ``latent_table``: an array of strings from ``CLASSES``, ``[d_hidden]``."""
     import numpy as np
 
     delta = table["delta_norm"].to_numpy()

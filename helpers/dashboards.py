@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .crosscoder import CrossCoder
-from .detection import encode_tokens
+from .detection import scan_latents
 from .models import ModelPair
 
 TEMPLATE = Path(__file__).parent / "templates" / "dashboard.html"
@@ -55,12 +55,15 @@ class LatentDashboard:
     info: dict = field(default_factory=dict)  # from the latent table: norms, relative norm, cosine, class
 
 
+def _fired_of_class(table, latent_class: str):
+    """The rows of ``latent_class`` in a ``latent_table``, without those that never fired (if it has statistics)."""
+    rows = table[table["class"] == latent_class]
+    return rows[rows["frequency"] > 0] if "frequency" in rows else rows
+
+
 def select_top(table, latent_class: str, n: int, column: str = "delta_norm", ascending: bool = False) -> list[int]:
     """The ``n`` latents of ``latent_class`` (taxonomy of a ``latent_table``) that fired, most extreme first."""
-    rows = table[table["class"] == latent_class]
-    if "frequency" in rows:
-        rows = rows[rows["frequency"] > 0]
-    return rows.sort_values(column, ascending=ascending).index[:n].tolist()
+    return _fired_of_class(table, latent_class).sort_values(column, ascending=ascending).index[:n].tolist()
 
 
 def top_chat_only(table, n: int = 10) -> list[int]:
@@ -75,9 +78,7 @@ def top_base_only(table, n: int = 10) -> list[int]:
 
 def random_shared(table, n: int = 10, seed: int = 0) -> list[int]:
     """``n`` shared latents that fired, drawn at random (seeded)."""
-    rows = table[table["class"] == "shared"]
-    if "frequency" in rows:
-        rows = rows[rows["frequency"] > 0]
+    rows = _fired_of_class(table, "shared")
     return rows.sample(min(n, len(rows)), random_state=seed).index.tolist()
 
 
@@ -128,25 +129,18 @@ def gather_dashboards(pair: ModelPair, crosscoder: CrossCoder, token_batches: It
     if ids.min() < 0 or ids.max() >= crosscoder.cfg.d_hidden:
         raise ValueError(f"latent ids must lie in [0, {crosscoder.cfg.d_hidden})")
     fired_latent, fired_position, fired_value, token_rows = [], [], [], []
-    n_rows = 0
-    seq_len = None
-    for tokens in tqdm(token_batches, desc="dashboard pass", disable=not progress):
-        seq_len = seq_len or tokens.shape[1]
-        if tokens.shape[1] != seq_len:
-            raise ValueError(f"token batches must share one sequence length, got {tokens.shape[1]} and {seq_len}")
-        acts = encode_tokens(pair, crosscoder, tokens.to(pair.device))[..., ids.to(crosscoder.W_enc.device)]
-        flat = acts.flatten(0, 1).float().cpu()  # [batch * seq, L]
-        position, latent_row = flat.nonzero(as_tuple=True)
+    batches = scan_latents(pair, crosscoder, token_batches, ids.tolist())
+    for tokens, flat, offset in tqdm(batches, desc="dashboard pass", disable=not progress):
+        position, latent_row = flat.nonzero(as_tuple=True)  # flat: [batch * seq, L]
         fired_latent.append(latent_row)
-        fired_position.append(position + n_rows * seq_len)
+        fired_position.append(position + offset)
         fired_value.append(flat[position, latent_row])
-        token_rows.append(tokens.cpu())
-        n_rows += tokens.shape[0]
+        token_rows.append(tokens)
     if not token_rows:
         raise ValueError("gather_dashboards got no token batches")
     all_tokens = torch.cat(token_rows)
     latent_rows, positions, values = torch.cat(fired_latent), torch.cat(fired_position), torch.cat(fired_value)
-    n_tokens = n_rows * (seq_len - 1)  # BOS excluded
+    n_tokens = all_tokens.shape[0] * (all_tokens.shape[1] - 1)  # BOS excluded
     generator = torch.Generator().manual_seed(seed)
     dashboards = []
     for row_index, latent in enumerate(ids.tolist()):

@@ -4,7 +4,7 @@
   prompts ending in ``Assistant:``, the position where the model decides how to answer).
 - ``auroc``: how well each latent's activation separates positive from negative prompts (exact, ties
   counted half, the Mann-Whitney form).
-- ``encode_tokens`` / ``encode_positions`` / ``top_activations`` / ``template_mask``: latent
+- ``encode_tokens`` / ``encode_positions`` / ``scan_latents`` / ``top_activations`` / ``template_mask``: latent
   activations over token batches, each latent's strongest positions, and which positions are
   chat-template tokens.
 - ``probe_auroc_by_site``: where a behaviour is linearly readable, per hook point and model.
@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 
@@ -104,6 +104,24 @@ def template_mask(tokens: torch.Tensor, tokenizer, markers: Sequence[str] = TEMP
 
 
 @torch.no_grad()
+def scan_latents(pair: ModelPair, crosscoder: CrossCoder, token_batches: Iterable[torch.Tensor],
+                 latents: Sequence[int]) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
+    """One pass over token batches ``[batch, seq]`` of one sequence length, for the chosen latents.
+
+    Yields ``(tokens [batch, seq], activations [batch * seq, L], offset)`` on the CPU, where ``offset``
+    is the flat index (``row * seq + position`` over all rows so far) of the batch's first token.
+    """
+    latent_ids = torch.as_tensor(list(latents), dtype=torch.long)
+    n_rows, seq_len = 0, None
+    for tokens in token_batches:
+        seq_len = seq_len or tokens.shape[1]
+        if tokens.shape[1] != seq_len:
+            raise ValueError(f"token batches must share one sequence length, got {tokens.shape[1]} and {seq_len}")
+        acts = encode_tokens(pair, crosscoder, tokens.to(pair.device))[..., latent_ids.to(crosscoder.W_enc.device)]
+        yield tokens.cpu(), acts.flatten(0, 1).float().cpu(), n_rows * seq_len
+        n_rows += tokens.shape[0]
+
+
 def top_activations(pair: ModelPair, crosscoder: CrossCoder, token_batches: Iterable[torch.Tensor],
                     latents: Sequence[int], n_top: int = 20) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Each latent's ``n_top`` strongest activations over a stream of token batches ``[batch, seq]``.
@@ -112,26 +130,19 @@ def top_activations(pair: ModelPair, crosscoder: CrossCoder, token_batches: Iter
     descending order, their ``(row, position)`` in the concatenated ``tokens``. Slots a latent never
     filled have value 0.
     """
-    latent_ids = torch.as_tensor(latents, dtype=torch.long)
-    values = torch.zeros(len(latent_ids), n_top)
-    flat_positions = torch.zeros(len(latent_ids), n_top, dtype=torch.long)
+    values = torch.zeros(len(latents), n_top)
+    flat_positions = torch.zeros(len(latents), n_top, dtype=torch.long)
     seen_rows: list[torch.Tensor] = []
-    seq_len = None
-    for tokens in token_batches:
-        seq_len = seq_len or tokens.shape[1]
-        if tokens.shape[1] != seq_len:
-            raise ValueError(f"token batches must share one sequence length, got {tokens.shape[1]} and {seq_len}")
-        offset = sum(rows.shape[0] for rows in seen_rows) * seq_len
-        acts = encode_tokens(pair, crosscoder, tokens.to(pair.device))[..., latent_ids.to(crosscoder.W_enc.device)]
-        acts = acts.flatten(0, 1).T.float().cpu()  # [L, batch * seq]
-        candidates = torch.cat([values, acts], dim=1)
+    for tokens, acts, offset in scan_latents(pair, crosscoder, token_batches, latents):
+        candidates = torch.cat([values, acts.T], dim=1)
         candidate_positions = torch.cat(
-            [flat_positions, (torch.arange(acts.shape[1]) + offset).expand(len(latent_ids), -1)], dim=1)
+            [flat_positions, (torch.arange(acts.shape[0]) + offset).expand(len(latents), -1)], dim=1)
         values, order = candidates.topk(n_top, dim=1)
         flat_positions = candidate_positions.gather(1, order)
-        seen_rows.append(tokens.cpu())
+        seen_rows.append(tokens)
     if not seen_rows:
         raise ValueError("top_activations got no token batches")
+    seq_len = seen_rows[0].shape[1]
     positions = torch.stack([flat_positions // seq_len, flat_positions % seq_len], dim=-1)
     return values, positions, torch.cat(seen_rows)
 

@@ -33,9 +33,9 @@ REPLICATION_RESULTS = {"L0": 81, "base CE recovered": 0.9543, "chat CE recovered
                        "chat CE delta": 0.453, "base FVE": 0.7790, "chat FVE": 0.7756}
 
 
-def _model_names(pair_or_crosscoder, n_models: int) -> list[str]:
-    names = getattr(pair_or_crosscoder, "names", None) or getattr(getattr(pair_or_crosscoder, "cfg", None),
-                                                                  "model_names", None)
+def _crosscoder_model_names(crosscoder: CrossCoder) -> list[str]:
+    """The model names a crosscoder was saved with, else ``model 0``, ``model 1``, ..."""
+    names, n_models = crosscoder.cfg.model_names, crosscoder.cfg.n_models
     return list(names) if names and len(names) == n_models else [f"model {m}" for m in range(n_models)]
 
 
@@ -50,7 +50,7 @@ def reconstruction_metrics(crosscoder: CrossCoder, activation_batches: Iterable[
     ``dead_fraction`` (latents that never fired) and ``dense_fraction`` (firing on more than
     ``dense_frequency`` of tokens).
     """
-    names = _model_names(crosscoder, crosscoder.cfg.n_models)
+    names = _crosscoder_model_names(crosscoder)
     device = crosscoder.W_enc.device
     has_decoder = (crosscoder.decoder_norms() > 0).float()  # [d_hidden, n_models]
     fired = torch.zeros(crosscoder.cfg.d_hidden, device=device)
@@ -132,7 +132,7 @@ def splice_metrics(pair: ModelPair, crosscoder: CrossCoder, token_batches: Itera
         raise ValueError("splice_metrics got no tokens")
     means = (totals / n_tokens).numpy()
     table = pd.DataFrame(means, columns=["clean_loss", "spliced_loss", "ablated_loss", "kl_spliced"],
-                         index=pd.Index(_model_names(pair, n_models), name="model"))
+                         index=pd.Index(list(pair.names), name="model"))
     table["ce_delta"] = table["spliced_loss"] - table["clean_loss"]
     table["ce_recovered"] = 1 - table["ce_delta"] / (table["ablated_loss"] - table["clean_loss"])
     table["n_sequences"], table["n_tokens"] = n_sequences, n_tokens
@@ -184,7 +184,7 @@ def latent_ablation_effects(pair: ModelPair, crosscoder: CrossCoder, token_batch
     import pandas as pd
 
     hook_point = crosscoder.cfg.hook_point or pair.hook_point
-    names = _model_names(pair, len(pair.models))
+    names = list(pair.names)
     latent_ids = list(latents)
     kl_sums = torch.zeros(len(latent_ids), len(names), dtype=torch.float64)
     counts = torch.zeros(len(latent_ids), dtype=torch.float64)
