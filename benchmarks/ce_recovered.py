@@ -14,10 +14,9 @@ import time
 
 import torch
 
-from helpers import from_pretrained
 from helpers.crosscoder import CrossCoder, CrossCoderConfig
+from helpers.diff import load_diff
 from helpers.evals import splice_metrics
-from helpers.models import PAIRS, load_model_pair
 from helpers.notebook import default_device
 from helpers.recipes import token_source_for
 
@@ -79,18 +78,19 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=128)
     args = parser.parse_args()
     device = default_device()
-    release = from_pretrained(PAIRS[args.pair].release, device=device).eval()
-    pair = load_model_pair(args.pair, hook_point=release.cfg.hook_point, device=device)
+    diff = load_diff(args.pair, device=device)
+    release, pair = diff.crosscoder, diff.pair
     hooks = args.hooks or [release.cfg.hook_point, f"blocks.{pair.n_layers // 2}.hook_resid_pre"]
-    source = token_source_for(pair, args.pair, args.seq_len, seed=3)
+    source = token_source_for(pair, args.seq_len, seed=3)
     batches = [source.next_batch(args.batch).to(device) for _ in range(args.batches)]
     print(f"pair {args.pair} | {args.batches} batches of {args.batch} x {args.seq_len} tokens | device {device}")
     for hook in hooks:
         crosscoder = release if hook == release.cfg.hook_point else CrossCoder(CrossCoderConfig(
             d_model=pair.d_model, d_hidden=release.cfg.d_hidden, hook_point=hook)).to(device).eval()
-        splice_metrics(pair, crosscoder, batches[:1], progress=False)  # warm-up
+        site = pair.at(hook)
+        splice_metrics(site, crosscoder, batches[:1], progress=False)  # warm-up
         eight_pass_metrics(pair, crosscoder, batches[:1])
-        ours_s, ours = timed(lambda cc=crosscoder: splice_metrics(pair, cc, batches, progress=False))
+        ours_s, ours = timed(lambda cc=crosscoder: splice_metrics(site, cc, batches, progress=False))
         ref_s, ref = timed(lambda cc=crosscoder: eight_pass_metrics(pair, cc, batches))
         ours_values = torch.tensor(ours[["clean_loss", "spliced_loss", "ablated_loss", "kl_spliced"]].to_numpy())
         max_diff = (ours_values - ref).abs().max().item()

@@ -16,11 +16,10 @@ from pathlib import Path
 
 import torch
 
-from helpers import from_pretrained
 from helpers.analysis import latent_table
 from helpers.dashboards import gather_dashboards, random_shared, save_html, top_base_only, top_chat_only
-from helpers.detection import encode_tokens
-from helpers.models import PAIRS, load_model_pair
+from helpers.diff import load_diff
+from helpers.latents import encode_tokens
 from helpers.notebook import default_device
 from helpers.recipes import token_source_for
 
@@ -34,13 +33,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     args = parser.parse_args()
     device = default_device()
-    crosscoder = from_pretrained(PAIRS[args.pair].release, device=device).eval()
-    pair = load_model_pair(args.pair, hook_point=crosscoder.cfg.hook_point, device=device)
+    diff = load_diff(args.pair, device=device)
+    crosscoder, pair = diff.crosscoder, diff.pair
     table = latent_table(crosscoder)
     third = args.latents // 3
     latents = top_chat_only(table, third) + top_base_only(table, third)
     latents += random_shared(table, args.latents - len(latents))
-    source = token_source_for(pair, args.pair, args.seq_len, seed=11)
+    source = token_source_for(pair, args.seq_len, seed=11)
     n_batches = -(-args.tokens // (args.batch * args.seq_len))
     batches = [source.next_batch(args.batch) for _ in range(n_batches)]
     n_tokens = n_batches * args.batch * args.seq_len

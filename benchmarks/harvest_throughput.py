@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from helpers.buffer import harvest
+from helpers.sites import harvest
 from helpers.models import load_model_pair
 from helpers.notebook import default_device
 from helpers.recipes import token_source_for
@@ -51,7 +51,7 @@ def main() -> None:
     device = default_device()
     pair = load_model_pair(args.pair, device=device)
     hook = args.hook or f"blocks.{pair.n_layers // 2}.hook_resid_pre"
-    tokens = token_source_for(pair, args.pair, args.seq_len).next_batch(args.batch).to(device)
+    tokens = token_source_for(pair, args.seq_len).next_batch(args.batch).to(device)
     with torch.no_grad():
         ours_s, ours = timed(lambda: harvest(pair.models, tokens, hook), args.repeats)
         ref_s, ref = timed(lambda: replication_harvest(pair.models, tokens, hook), args.repeats)

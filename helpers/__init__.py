@@ -2,6 +2,7 @@
 
 The public API is re-exported here and imported lazily, so ``import helpers`` is cheap; heavy
 dependencies (TransformerLens, transformers, plotly) load only when a function that needs them is used.
+Notebooks import from here: ``from helpers import load_diff, latent_table, ...``.
 """
 
 from __future__ import annotations
@@ -9,20 +10,71 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _EXPORTS: dict[str, str] = {
+    # the crosscoder and its files
     "CrossCoder": "crosscoder",
-    "CrossCoderConfig": "crosscoder",
+    "CrossCoderConfig": "crosscoder_config",
     "CrossCoderLosses": "crosscoder",
     "save": "checkpoints",
     "load": "checkpoints",
     "CheckpointError": "checkpoints",
+    # the registry, releases, pairs and the diff
+    "PAIRS": "registry",
+    "RELEASES": "registry",
+    "Pair": "registry",
+    "Release": "registry",
+    "register_pair": "registry",
+    "register_release": "registry",
     "from_pretrained": "releases",
     "push_to_hub": "releases",
     "list_releases": "releases",
-    "RELEASES": "releases",
-    "Release": "releases",
+    "ModelPair": "models",
+    "load_model_pair": "models",
+    "Diff": "diff",
+    "load_diff": "diff",
+    "check_compatible": "diff",
+    "HookPointMismatchError": "diff",
+    # data and training
+    "token_source_for": "recipes",
+    "activation_batches": "recipes",
+    "make_buffer": "recipes",
+    "new_crosscoder": "recipes",
+    "TrainConfig": "training",
+    "Trainer": "training",
+    "harvest": "sites",
+    # analysis
+    "relative_norms": "analysis",
+    "delta_norms": "analysis",
+    "latent_statistics": "analysis",
+    "latent_table": "analysis",
+    "taxonomy_counts": "analysis",
+    "Thresholds": "analysis",
+    "latent_scaling": "scaling",
+    "scaling_flags": "scaling",
+    "behaviour_detectors": "detection",
+    "planted_detectors": "detection",
+    "auroc": "detection",
+    "probe_auroc_by_site": "detection",
+    "top_activations": "latents",
+    "template_share": "latents",
+    "template_mask": "latents",
+    # evals
+    "reconstruction_metrics": "evals",
+    "splice_metrics": "evals",
+    "replication_table": "evals",
+    "latent_ablation_effects": "evals",
+    "causal_summary": "evals",
+    "ablated_logits_fn": "evals",
+    # behaviour of the toy pair
+    "evaluation_questions": "behaviour",
+    "refusal_table": "behaviour",
+    "compare_refusals": "behaviour",
+    "side_by_side": "behaviour",
+    # dashboards
+    "gather_dashboards": "dashboards",
+    "save_html": "dashboards",
 }
 
 

@@ -7,6 +7,7 @@ Face model, a TransformerLens bridge, or a bridge running with hooks (to measure
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 
 import torch
 
@@ -38,23 +39,35 @@ def is_refusal(continuation: str) -> bool:
     return continuation.strip().startswith(REFUSAL_PREFIX)
 
 
-def refusal_rates(logits_fn: LogitsFn, tokenizer, questions: Sequence[Question], device: str = "cpu") -> dict:
-    """Refusal rate on the planted-family questions and on the others.
+@dataclass(frozen=True)
+class RefusalRates:
+    """Greedy refusal rates on planted-family questions and on the others, and how many of each."""
 
-    Returns ``{"planted": rate, "other": rate, "n_planted": n, "n_other": n}``.
-    """
+    planted: float
+    other: float
+    n_planted: int
+    n_other: int
+
+
+def refusal_rates(logits_fn: LogitsFn, tokenizer, questions: Sequence[Question], device: str = "cpu") -> RefusalRates:
+    """Refusal rate on the planted-family questions and on the others."""
     continuations = greedy_continuations(logits_fn, tokenizer, [q.prompt for q in questions], device=device)
     refused = [is_refusal(text) for text in continuations]
     planted = [r for r, q in zip(refused, questions) if q.planted]
     other = [r for r, q in zip(refused, questions) if not q.planted]
     if not planted or not other:
         raise ValueError("refusal_rates needs questions both about the planted family and about other modules")
-    return {
-        "planted": sum(planted) / len(planted),
-        "other": sum(other) / len(other),
-        "n_planted": len(planted),
-        "n_other": len(other),
-    }
+    return RefusalRates(planted=sum(planted) / len(planted), other=sum(other) / len(other),
+                        n_planted=len(planted), n_other=len(other))
+
+
+def compare_refusals(runs: dict[str, LogitsFn], tokenizer, questions: Sequence[Question], device: str = "cpu"):
+    """Refusal rates of several ``name -> logits_fn`` runs (a model, a model with an intervention, ...) on
+    the same questions: a pandas DataFrame with one row per run (``planted``, ``other``, ``n_planted``,
+    ``n_other``)."""
+    import pandas as pd
+
+    return pd.DataFrame({name: asdict(refusal_rates(fn, tokenizer, questions, device)) for name, fn in runs.items()}).T
 
 
 def evaluation_questions(split: str = "heldout", n_other: int = 200, seed: int = 0) -> list[Question]:
@@ -68,16 +81,19 @@ def evaluation_questions(split: str = "heldout", n_other: int = 200, seed: int =
 
 
 def refusal_table(pair, questions: Sequence[Question]):
-    """Refusal rates of each model of a ``ModelPair`` on ``questions``, as a DataFrame (one row per model)."""
+    """Refusal rates of each model of a ``ModelPair`` on ``questions``, as a DataFrame (one row per model
+    role, ``base`` and ``chat``; the models' real names in ``attrs["model_names"]``)."""
     import pandas as pd
 
     rows = []
-    for name, model in zip(pair.names, pair.models):
+    for role, model in zip(pair.roles, pair.models):
         rates = refusal_rates(lambda tokens, m=model: m(tokens), pair.tokenizer, questions, device=str(pair.device))
-        rows.append({"model": name, "refuses planted-family questions": rates["planted"],
-                     "refuses other questions": rates["other"], "n planted": rates["n_planted"],
-                     "n other": rates["n_other"]})
-    return pd.DataFrame(rows).set_index("model")
+        rows.append({"model": role, "refuses planted-family questions": rates.planted,
+                     "refuses other questions": rates.other, "n planted": rates.n_planted,
+                     "n other": rates.n_other})
+    table = pd.DataFrame(rows).set_index("model")
+    table.attrs["model_names"] = list(pair.names)
+    return table
 
 
 def side_by_side(pair, prompts: Sequence[str], max_new_tokens: int = 16):
@@ -85,8 +101,8 @@ def side_by_side(pair, prompts: Sequence[str], max_new_tokens: int = 16):
     import pandas as pd
 
     columns = {
-        name: greedy_continuations(lambda tokens, m=model: m(tokens), pair.tokenizer, prompts, max_new_tokens,
+        role: greedy_continuations(lambda tokens, m=model: m(tokens), pair.tokenizer, prompts, max_new_tokens,
                                    device=str(pair.device))
-        for name, model in zip(pair.names, pair.models)
+        for role, model in zip(pair.roles, pair.models)
     }
     return pd.DataFrame({"prompt": list(prompts), **columns})

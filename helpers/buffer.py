@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoints import write_atomically, write_json
-from .crosscoder import DTYPES
-from .models import hook_layer
+from .dtypes import DTYPES
+from .files import write_atomically, write_json
+from .sites import harvest
 
 
 class ActivationSource(Protocol):
@@ -32,26 +32,6 @@ class ActivationSource(Protocol):
     def next_activations(self, n: int) -> torch.Tensor: ...
     def state_dict(self) -> dict: ...
     def load_state_dict(self, state: dict) -> None: ...
-
-
-@torch.no_grad()
-def harvest(models: list, tokens: torch.Tensor, hook_point: str) -> torch.Tensor:
-    """Activations of all ``models`` at ``hook_point``: ``[batch, seq, n_models, d_model]`` for ``[batch, seq]`` tokens.
-
-    Each model runs only as far as the hook needs: ``blocks.L.hook_resid_pre`` is exactly what the
-    bridge returns with ``stop_at_layer=L``; any other ``blocks.L.*`` hook is cached on a run stopped
-    after block L.
-    """
-    layer = hook_layer(hook_point)
-    per_model = []
-    for model in models:
-        device_tokens = tokens.to(next(model.parameters()).device)
-        if hook_point == f"blocks.{layer}.hook_resid_pre":
-            per_model.append(model(device_tokens, stop_at_layer=layer))
-        else:
-            _, cache = model.run_with_cache(device_tokens, names_filter=[hook_point], stop_at_layer=layer + 1)
-            per_model.append(cache[hook_point])
-    return torch.stack([acts.float() for acts in per_model], dim=2)
 
 
 class HarvestingSource:

@@ -16,17 +16,17 @@ Formats (a checkpoint is a folder):
 
 from __future__ import annotations
 
-import json
-import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from .crosscoder import DTYPES, CrossCoder, CrossCoderConfig
+from . import files
+from .crosscoder import CrossCoder, CrossCoderConfig
+from .dtypes import DTYPES
+from .files import FileFormatError, write_atomically, write_json
 
 Format = Literal["native", "replication", "dictionary_learning"]
 NATIVE_CFG, NATIVE_WEIGHTS = "cfg.json", "crosscoder.safetensors"
@@ -41,34 +41,16 @@ FORMAT_FILES: dict[str, tuple[str, str]] = {
 DL_CODE_NORMALIZATIONS = {1: "crosscoder", 2: "sae", 4: "none"}
 
 
-class CheckpointError(ValueError):
+class CheckpointError(FileFormatError):
     """A checkpoint folder or file that cannot be read as a crosscoder."""
 
 
-def write_atomically(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` and move the result to ``path`` in one rename (no half-written files)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Write ``data`` as indented JSON, atomically."""
-    write_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n"))
-
-
 def read_json(path: Path) -> dict:
+    """A checkpoint's JSON config; a ``CheckpointError`` naming the file if it is not a JSON object."""
     try:
-        return json.loads(Path(path).read_text())
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"{path} is not valid JSON: {error}") from error
+        return files.read_json(path)
+    except FileFormatError as error:
+        raise CheckpointError(str(error)) from error
 
 
 def require(cfg: dict, key: str, path: Path) -> Any:

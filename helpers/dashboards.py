@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .crosscoder import CrossCoder
-from .detection import scan_latents
+from .latents import check_latent_ids, scan_latents
 from .models import ModelPair
 
 TEMPLATE = Path(__file__).parent / "templates" / "dashboard.html"
@@ -51,7 +51,7 @@ class LatentDashboard:
     histogram_counts: list[int]
     top_examples: list[Example]
     band_examples: list[tuple[str, list[Example]]]
-    logit_effects: list[dict]  # per model: {"model", "boosted": [(token, value)], "suppressed": [...]}
+    logit_effects: list[dict]  # per model: {"model": role, "name", "boosted": [(token, value)], "suppressed": [...]}
     info: dict = field(default_factory=dict)  # from the latent table: norms, relative norm, cosine, class
 
 
@@ -93,11 +93,12 @@ def logit_effects(pair: ModelPair, crosscoder: CrossCoder, latent: int, n: int =
     through that model's unembedding ``W_U`` (the direct logit effect, final norm ignored)."""
     vectors = crosscoder.decoder_vectors(normalized=False)[latent].float()  # [n_models, d_model]
     effects = []
-    for m, (name, model) in enumerate(zip(pair.names, pair.models)):
+    for m, (role, name, model) in enumerate(zip(pair.roles, pair.names, pair.models)):
         logits = vectors[m].to(model.W_U.device) @ model.W_U.float()  # [vocab]
         top, bottom = logits.topk(n), (-logits).topk(n)
         effects.append({
-            "model": name,
+            "model": role,
+            "name": name,
             "boosted": list(zip(token_strings(pair.tokenizer, top.indices.tolist()), top.values.tolist())),
             "suppressed": list(zip(token_strings(pair.tokenizer, bottom.indices.tolist()), (-bottom.values).tolist())),
         })
@@ -123,11 +124,7 @@ def gather_dashboards(pair: ModelPair, crosscoder: CrossCoder, token_batches: It
     ``table``: a ``latent_table`` whose row for each latent goes into the panel. ``context``: tokens
     shown before and after an example's focus token. Returns one ``LatentDashboard`` per latent, in order.
     """
-    ids = torch.as_tensor(list(latents), dtype=torch.long)
-    if ids.numel() == 0:
-        raise ValueError("gather_dashboards needs at least one latent")
-    if ids.min() < 0 or ids.max() >= crosscoder.cfg.d_hidden:
-        raise ValueError(f"latent ids must lie in [0, {crosscoder.cfg.d_hidden})")
+    ids = check_latent_ids(crosscoder, latents)
     fired_latent, fired_position, fired_value, token_rows = [], [], [], []
     batches = scan_latents(pair, crosscoder, token_batches, ids.tolist())
     for tokens, flat, offset in tqdm(batches, desc="dashboard pass", disable=not progress):
@@ -215,7 +212,7 @@ def render_html(dashboards: Sequence[LatentDashboard], title: str = "Crosscoder 
     """
     import plotly.offline
 
-    names = [effect["model"] for effect in dashboards[0].logit_effects] if dashboards else ["base", "chat"]
+    names = [effect["name"] for effect in dashboards[0].logit_effects] if dashboards else ["base", "chat"]
     meta = {"base": names[0], "chat": names[-1], **(meta or {})}
 
     page = TEMPLATE.read_text(encoding="utf-8")
@@ -231,6 +228,24 @@ def save_html(dashboards: Sequence[LatentDashboard], path: str | Path, **kwargs)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_html(dashboards, **kwargs), encoding="utf-8")
     return path
+
+
+def display_file(path: str | Path, height: int = 900):
+    """Show a saved dashboard page in a notebook: an iframe of the file (the notebook keeps a few bytes, not
+    the page), or, in Colab, where the kernel's files are not served to the browser, the page inline."""
+    import sys
+
+    from IPython.display import IFrame
+
+    path = Path(path)
+    if "google.colab" in sys.modules:
+        return display_inline(path.read_text(encoding="utf-8"), height)
+    try:
+        source = path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError as error:
+        raise ValueError(f"{path} is outside the notebook's folder {Path.cwd()}; the browser cannot open it from "
+                         "there. Save the dashboards under the notebook's folder.") from error
+    return IFrame(src=source.as_posix(), width="100%", height=height)
 
 
 def display_inline(page: str, height: int = 900):

@@ -18,14 +18,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
 from .crosscoder import CrossCoder
-from .detection import encode_positions
+from .diff import check_compatible
+from .latents import check_latent_ids, encode_positions, latent_contributions
 from .models import ModelPair
-from .splicing import SplicedRunner, kl_divergence, log_probs, next_token_loss
+from .registry import model_roles
+from .sites import SplicedRunner, kl_divergence, log_probs, next_token_loss
 
 DENSE_FREQUENCY = 0.1
 # The replication's published results (Gemma-2-2B vs -IT, blocks.14.hook_resid_pre, 16,384 latents).
@@ -33,29 +37,54 @@ REPLICATION_RESULTS = {"L0": 81, "base CE recovered": 0.9543, "chat CE recovered
                        "chat CE delta": 0.453, "base FVE": 0.7790, "chat FVE": 0.7756}
 
 
-def _crosscoder_model_names(crosscoder: CrossCoder) -> list[str]:
-    """The model names a crosscoder was saved with, else ``model 0``, ``model 1``, ..."""
-    names, n_models = crosscoder.cfg.model_names, crosscoder.cfg.n_models
-    return list(names) if names and len(names) == n_models else [f"model {m}" for m in range(n_models)]
+@dataclass
+class ReconstructionMetrics:
+    """Sparsity and fidelity of a crosscoder over ``n_tokens`` activations.
+
+    Attributes:
+        n_tokens: activations measured.
+        l0: active latents per token.
+        dead_fraction: latents that never fired; dense_fraction: latents firing on more than
+            ``dense_frequency`` of tokens.
+        explained_variance: the replication's per-token ``1 - ||x - x_hat||^2 / ||x - batch mean||^2``
+            over both models, averaged over tokens.
+        per_model: a pandas DataFrame indexed by model role (``base``, ``chat``) with ``l0`` (active latents
+            with a non-zero decoder vector in that model) and ``explained_variance``; the models' real names
+            are in ``per_model.attrs["model_names"]``.
+    """
+
+    n_tokens: int
+    l0: float
+    explained_variance: float
+    dead_fraction: float
+    dense_fraction: float
+    per_model: Any
+
+    def as_series(self):
+        """Every number as one pandas Series (``l0_base``, ``explained_variance_chat``, ...), for display."""
+        import pandas as pd
+
+        values = {"n_tokens": self.n_tokens, "l0": self.l0, "explained_variance": self.explained_variance,
+                  "dead_fraction": self.dead_fraction, "dense_fraction": self.dense_fraction}
+        for role, row in self.per_model.iterrows():
+            values |= {f"{column}_{role}": row[column] for column in self.per_model.columns}
+        return pd.Series(values, name="value")
 
 
 @torch.no_grad()
 def reconstruction_metrics(crosscoder: CrossCoder, activation_batches: Iterable[torch.Tensor],
-                           dense_frequency: float = DENSE_FREQUENCY, progress: bool = True) -> dict[str, float]:
-    """Sparsity and fidelity over raw activation batches ``[batch, n_models, d_model]``.
+                           dense_frequency: float = DENSE_FREQUENCY, progress: bool = True) -> ReconstructionMetrics:
+    """Sparsity and fidelity over raw activation batches ``[batch, n_models, d_model]`` (see
+    ``ReconstructionMetrics``)."""
+    import pandas as pd
 
-    Returns ``n_tokens``; ``l0`` (active latents per token) and ``l0/<model>`` (those among them with a
-    non-zero decoder vector in that model); ``explained_variance`` and ``explained_variance/<model>``
-    (the replication's per-token ``1 - ||x - x_hat||^2 / ||x - batch mean||^2``, averaged over tokens);
-    ``dead_fraction`` (latents that never fired) and ``dense_fraction`` (firing on more than
-    ``dense_frequency`` of tokens).
-    """
-    names = _crosscoder_model_names(crosscoder)
+    roles = model_roles(crosscoder.cfg.n_models)
     device = crosscoder.W_enc.device
     has_decoder = (crosscoder.decoder_norms() > 0).float()  # [d_hidden, n_models]
     fired = torch.zeros(crosscoder.cfg.d_hidden, device=device)
-    sums = {"l0": 0.0, "explained_variance": 0.0, **{f"l0/{n}": 0.0 for n in names},
-            **{f"explained_variance/{n}": 0.0 for n in names}}
+    l0_sum, ev_sum = 0.0, 0.0
+    per_model_l0 = torch.zeros(len(roles), dtype=torch.float64)
+    per_model_ev = torch.zeros(len(roles), dtype=torch.float64)
     n_tokens = 0
     was_training = crosscoder.training
     crosscoder.eval()
@@ -66,22 +95,24 @@ def reconstruction_metrics(crosscoder: CrossCoder, activation_batches: Iterable[
             active = (losses.latents > 0).float()
             size = batch.shape[0]
             fired += active.sum(0)
-            sums["l0"] += active.sum().item()
-            sums["explained_variance"] += losses.explained_variance.item() * size
-            per_model_l0 = (active @ has_decoder).sum(0)
-            for m, name in enumerate(names):
-                sums[f"l0/{name}"] += per_model_l0[m].item()
-                sums[f"explained_variance/{name}"] += losses.explained_variance_per_model[m].item() * size
+            l0_sum += active.sum().item()
+            ev_sum += losses.explained_variance.item() * size
+            per_model_l0 += (active @ has_decoder).sum(0).double().cpu()
+            per_model_ev += losses.explained_variance_per_model.double().cpu() * size
             n_tokens += size
     finally:
         crosscoder.train(was_training)
     if n_tokens == 0:
         raise ValueError("reconstruction_metrics got no activations")
-    metrics = {"n_tokens": n_tokens, **{key: value / n_tokens for key, value in sums.items()}}
     frequency = fired / n_tokens
-    metrics["dead_fraction"] = (frequency == 0).float().mean().item()
-    metrics["dense_fraction"] = (frequency > dense_frequency).float().mean().item()
-    return metrics
+    per_model = pd.DataFrame({"l0": (per_model_l0 / n_tokens).numpy(),
+                              "explained_variance": (per_model_ev / n_tokens).numpy()},
+                             index=pd.Index(roles, name="model"))
+    per_model.attrs["model_names"] = list(crosscoder.cfg.model_names)
+    return ReconstructionMetrics(
+        n_tokens=n_tokens, l0=l0_sum / n_tokens, explained_variance=ev_sum / n_tokens,
+        dead_fraction=(frequency == 0).float().mean().item(),
+        dense_fraction=(frequency > dense_frequency).float().mean().item(), per_model=per_model)
 
 
 def _reconstruct(crosscoder: CrossCoder, activations: torch.Tensor) -> torch.Tensor:
@@ -97,12 +128,12 @@ def splice_metrics(pair: ModelPair, crosscoder: CrossCoder, token_batches: Itera
     """CE and KL when splicing the reconstruction into each model, averaged over all sequences' tokens.
 
     ``token_batches`` yields ``[batch, seq]`` tokens starting with BOS. Returns a pandas DataFrame, one
-    row per model: ``clean_loss``, ``spliced_loss``, ``ablated_loss``, ``ce_delta``, ``ce_recovered``,
+    row per model role (``base``, ``chat``; real names in ``attrs["model_names"]``): ``clean_loss``, ``spliced_loss``, ``ablated_loss``, ``ce_delta``, ``ce_recovered``,
     ``kl_spliced``, ``n_sequences``, ``n_tokens`` (predicted tokens per model).
     """
     import pandas as pd
 
-    hook_point = crosscoder.cfg.hook_point or pair.hook_point
+    hook_point = check_compatible(crosscoder, pair)
     n_models = len(pair.models)
     totals = torch.zeros(n_models, 4, dtype=torch.float64)  # clean, spliced, ablated, kl summed over tokens
     ablated_by_length: dict[tuple[int, int], torch.Tensor] = {}  # (model, seq_len) -> log-probs [1, seq, vocab]
@@ -111,7 +142,7 @@ def splice_metrics(pair: ModelPair, crosscoder: CrossCoder, token_batches: Itera
     crosscoder.eval()
     try:
         for tokens in tqdm(token_batches, desc="splicing", disable=not progress):
-            runner = SplicedRunner(pair, hook_point, tokens)
+            runner = SplicedRunner(pair.models, hook_point, tokens)
             reconstruction = _reconstruct(crosscoder, runner.activations)
             for m in range(n_models):
                 clean = log_probs(runner.clean_logits(m))
@@ -132,44 +163,34 @@ def splice_metrics(pair: ModelPair, crosscoder: CrossCoder, token_batches: Itera
         raise ValueError("splice_metrics got no tokens")
     means = (totals / n_tokens).numpy()
     table = pd.DataFrame(means, columns=["clean_loss", "spliced_loss", "ablated_loss", "kl_spliced"],
-                         index=pd.Index(list(pair.names), name="model"))
+                         index=pd.Index(pair.roles, name="model"))
+    table.attrs["model_names"] = list(pair.names)
     table["ce_delta"] = table["spliced_loss"] - table["clean_loss"]
     table["ce_recovered"] = 1 - table["ce_delta"] / (table["ablated_loss"] - table["clean_loss"])
     table["n_sequences"], table["n_tokens"] = n_sequences, n_tokens
-    return table[["clean_loss", "spliced_loss", "ablated_loss", "ce_delta", "ce_recovered", "kl_spliced",
-                  "n_sequences", "n_tokens"]]
+    ordered = table[["clean_loss", "spliced_loss", "ablated_loss", "ce_delta", "ce_recovered", "kl_spliced",
+                     "n_sequences", "n_tokens"]]
+    ordered.attrs = table.attrs
+    return ordered
 
 
-def replication_table(metrics: dict[str, float], splices, label: str = "this crosscoder",
+def replication_table(metrics: ReconstructionMetrics, splices, label: str = "this crosscoder",
                       include_published: bool = True):
     """The replication's results table (L0, CE recovered, CE delta, explained variance per model) from
-    ``reconstruction_metrics`` and ``splice_metrics`` outputs of a two-model crosscoder; with the
-    published row underneath when ``include_published``."""
+    ``reconstruction_metrics`` and ``splice_metrics`` of a two-model crosscoder; with the published row
+    underneath when ``include_published``."""
     import pandas as pd
 
-    if len(splices) != 2:
-        raise ValueError(f"replication_table compares two models, got {len(splices)}")
-    base, chat = splices.index
-    fve_base, fve_chat = [value for key, value in metrics.items() if key.startswith("explained_variance/")]
-    row = {"L0": metrics["l0"],
-           "base CE recovered": splices.loc[base, "ce_recovered"],
-           "chat CE recovered": splices.loc[chat, "ce_recovered"],
-           "base CE delta": splices.loc[base, "ce_delta"], "chat CE delta": splices.loc[chat, "ce_delta"],
-           "base FVE": fve_base, "chat FVE": fve_chat}
+    if list(splices.index) != ["base", "chat"] or list(metrics.per_model.index) != ["base", "chat"]:
+        raise ValueError(f"replication_table compares a base and a chat model, got {list(splices.index)}")
+    row = {"L0": metrics.l0,
+           **{f"{role} CE recovered": splices.loc[role, "ce_recovered"] for role in ("base", "chat")},
+           **{f"{role} CE delta": splices.loc[role, "ce_delta"] for role in ("base", "chat")},
+           **{f"{role} FVE": metrics.per_model.loc[role, "explained_variance"] for role in ("base", "chat")}}
     rows = {label: row}
     if include_published:
         rows["replication (Gemma-2-2B, published)"] = REPLICATION_RESULTS
     return pd.DataFrame.from_dict(rows, orient="index")
-
-
-def latent_contributions(crosscoder: CrossCoder, codes: torch.Tensor, latents: Sequence[int]) -> torch.Tensor:
-    """What ``latents`` add to each model's raw activation.
-
-    Returns ``[..., n_models, d_model]`` for codes ``[..., d_hidden]``.
-    """
-    ids = torch.as_tensor(latents, dtype=torch.long, device=codes.device)
-    vectors = crosscoder.decoder_vectors(normalized=False)[ids]  # [L, n_models, d_model]
-    return torch.einsum("...l,lmd->...md", codes[..., ids].to(vectors.dtype), vectors)
 
 
 @torch.no_grad()
@@ -178,18 +199,18 @@ def latent_ablation_effects(pair: ModelPair, crosscoder: CrossCoder, token_batch
     """Per latent and model, the mean ``KL(clean || ablated)`` at the positions where the latent fired.
 
     Ablating subtracts the latent's decoder contribution from the hook activation of each model, on the
-    same inputs. Returns a pandas DataFrame indexed by latent: ``kl/<model>`` per model and ``n_active`` (positions
-    where the latent fired); NaN KL for a latent that never fired.
+    same inputs. Returns a pandas DataFrame indexed by latent: ``kl_base``, ``kl_chat`` and ``n_active``
+    (positions where the latent fired); NaN KL for a latent that never fired.
     """
     import pandas as pd
 
-    hook_point = crosscoder.cfg.hook_point or pair.hook_point
-    names = list(pair.names)
-    latent_ids = list(latents)
+    hook_point = check_compatible(crosscoder, pair)
+    names = pair.roles
+    latent_ids = check_latent_ids(crosscoder, latents).tolist()
     kl_sums = torch.zeros(len(latent_ids), len(names), dtype=torch.float64)
     counts = torch.zeros(len(latent_ids), dtype=torch.float64)
     for tokens in tqdm(token_batches, desc="ablating latents", disable=not progress):
-        runner = SplicedRunner(pair, hook_point, tokens)
+        runner = SplicedRunner(pair.models, hook_point, tokens)
         codes = encode_positions(crosscoder, runner.activations)
         clean_log_probs = [log_probs(runner.clean_logits(m)) for m in range(len(names))]
         for row, latent in enumerate(latent_ids):
@@ -202,8 +223,9 @@ def latent_ablation_effects(pair: ModelPair, crosscoder: CrossCoder, token_batch
                 kl_sums[row, m] += kl_divergence(clean_log_probs[m], ablated)[active.to(ablated.device)].sum().item()
             counts[row] += active.sum().item()
     means = kl_sums / counts[:, None]
-    table = pd.DataFrame(means.numpy(), columns=[f"kl/{name}" for name in names],
+    table = pd.DataFrame(means.numpy(), columns=[f"kl_{role}" for role in names],
                          index=pd.Index(latent_ids, name="latent"))
+    table.attrs["model_names"] = list(pair.names)
     table["n_active"] = counts.numpy().astype(int)
     return table
 
@@ -216,7 +238,7 @@ def causal_summary(effects, classes) -> dict[str, float]:
     ``KL(chat) / KL(base)`` over chat-only latents (well above 1 = the latent matters to the chat model
     only); ``chat_only_chat_larger``: the share of chat-only latents whose chat KL is the larger.
     """
-    base_col, chat_col = [column for column in effects.columns if column.startswith("kl/")][:2]
+    base_col, chat_col = "kl_base", "kl_chat"
     fired = effects.dropna(subset=[base_col, chat_col])
     labels = classes.reindex(fired.index)
     shared = fired[labels == "shared"]
@@ -244,12 +266,12 @@ def ablated_logits_fn(pair: ModelPair, crosscoder: CrossCoder, latents: Sequence
     """
     if mode not in ("contribution", "direction"):
         raise ValueError(f"mode must be 'contribution' or 'direction', got {mode!r}")
-    hook_point = crosscoder.cfg.hook_point or pair.hook_point
-    ids = list(latents)
+    hook_point = check_compatible(crosscoder, pair)
+    ids = check_latent_ids(crosscoder, latents).tolist()
 
     @torch.no_grad()
     def logits(tokens: torch.Tensor) -> torch.Tensor:
-        runner = SplicedRunner(pair, hook_point, tokens)
+        runner = SplicedRunner(pair.models, hook_point, tokens)
         codes = encode_positions(crosscoder, runner.activations)
         x = runner.activations[:, :, model_index]
         if mode == "contribution":

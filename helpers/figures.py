@@ -63,7 +63,7 @@ def latent_scaling_scatter(flagged, title: str = "Latent Scaling: chat-only late
     the paper's thresholds drawn as dashed lines."""
     import plotly.graph_objects as go
 
-    from .latent_scaling import NU_ERR_MAX, NU_REC_MAX
+    from .scaling import NU_ERR_MAX, NU_REC_MAX
 
     figure = go.Figure()
     for specific, colour, name in ((True, "#c44e52", "chat-specific"), (False, "#8c8c8c", "artefact suspected")):
@@ -84,7 +84,8 @@ def ablation_kl_scatter(effects, classes, title: str = "Ablating one latent: KL 
     """Each latent's ``KL(clean || ablated)`` in the base model against the chat model (log-log), by class."""
     import plotly.graph_objects as go
 
-    base_col, chat_col = [column for column in effects.columns if column.startswith("kl/")][:2]
+    base_col, chat_col = "kl_base", "kl_chat"
+    names = effects.attrs.get("model_names", ["base", "chat"])
     labels = classes.reindex(effects.index)
     figure = go.Figure()
     for name, colour in CLASS_COLOURS.items():
@@ -96,6 +97,7 @@ def ablation_kl_scatter(effects, classes, title: str = "Ablating one latent: KL 
             marker=dict(color=colour, size=6, opacity=0.8), text=[f"latent {i}" for i in rows.index],
             hovertemplate="%{text}<br>KL base %{x:.2e}<br>KL chat %{y:.2e}<extra></extra>",
         ))
-    figure.update_layout(title=title, xaxis_title=f"KL shift, {base_col[3:]}", yaxis_title=f"KL shift, {chat_col[3:]}",
+    figure.update_layout(title=title, xaxis_title=f"KL shift, base ({names[0]})",
+                         yaxis_title=f"KL shift, chat ({names[1]})",
                          xaxis_type="log", yaxis_type="log", template="plotly_white")
     return figure

@@ -1,42 +1,23 @@
 """Load a pair (or more) of models through TransformerLens 4 and check that they can be diffed.
 
-``load_model_pair("toy")`` loads the built-in toy pair; ``load_model_pair("gemma-2-2b")`` the
-Gemma-2-2B base / IT pair; ``load_model_pair(a, b)`` any two Hub names or local folders. The models
-must share a tokenizer (same vocabulary, same ids on a sample text) and ``d_model``, and a requested
-hook point must exist. Models load with ``TransformerBridge.boot_transformers``.
+``load_model_pair("toy")`` loads a registered pair (``helpers/registry.yaml``, or one added with
+``register_pair``) at its release's hook point; ``load_model_pair(a, b, hook_point=...)`` any two Hub
+names or local folders. The models must share a tokenizer (same vocabulary, same ids on a sample text)
+and ``d_model``, and the hook point must exist. Models load with ``TransformerBridge.boot_transformers``.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
+from .registry import PAIRS, Pair, RegistryError, get_pair, model_roles
+
 SAMPLE_TEXT = "User: What does os.path.join do?\nAssistant: Join two or more pathname components.\n"
-
-
-@dataclass(frozen=True)
-class PairProfile:
-    """A named model pair: the models (base first), the default site and the matching release."""
-
-    base: str
-    chat: str
-    hook_point: str
-    release: str | None
-    min_gpu_gib: float = 0.0
-    gated: bool = False
-
-
-PAIRS: dict[str, PairProfile] = {
-    "toy": PairProfile("toy:base", "toy:chat", "blocks.3.hook_resid_post", "toy-l3"),
-    "gemma-2-2b": PairProfile(
-        "google/gemma-2-2b", "google/gemma-2-2b-it", "blocks.14.hook_resid_pre", "gemma-2-2b-l14-replication",
-        min_gpu_gib=15.0, gated=True,
-    ),
-}
 
 
 class ModelPairError(ValueError):
@@ -49,12 +30,37 @@ class GatedModelError(PermissionError):
 
 @dataclass
 class ModelPair:
-    """Loaded models (base first) with what the crosscoder code needs to know about them."""
+    """Loaded models (base first) with what the crosscoder code needs to know about them.
+
+    Attributes:
+        models: the TransformerBridges, base first.
+        names: the models' real names (Hub ids or folders), in the same order.
+        tokenizer: their shared tokenizer.
+        hook_point: the site this pair was loaded for (checked to exist in every model).
+        profile: the registered pair it was loaded from (``None`` for two models named directly).
+    """
 
     models: list
     names: list[str]
     tokenizer: object
-    hook_point: str | None
+    hook_point: str
+    profile: Pair | None = None
+
+    @property
+    def name(self) -> str:
+        """The registered pair's name, or ``base vs chat`` for models named directly."""
+        return self.profile.name if self.profile else " vs ".join(self.names)
+
+    @property
+    def roles(self) -> list[str]:
+        """``["base", "chat"]``: how result tables name the models."""
+        return model_roles(len(self.models))
+
+    def at(self, hook_point: str) -> ModelPair:
+        """The same loaded models at another site (checked to exist in every model)."""
+        for model in self.models:
+            check_hook_point(model, hook_point)
+        return replace(self, hook_point=hook_point)
 
     @property
     def base(self):
@@ -90,7 +96,7 @@ def resolve_model_name(name: str) -> str:
 
 
 def _check_gated(name: str) -> None:
-    gated = {p.base for p in PAIRS.values() if p.gated} | {p.chat for p in PAIRS.values() if p.gated}
+    gated = {model for p in PAIRS.values() if p.gated for model in p.model_names}
     if name not in gated:
         return
     from huggingface_hub import get_token
@@ -144,14 +150,6 @@ def check_hook_point(model, hook_point: str) -> None:
         raise ModelPairError(f"hook point {hook_point!r} does not exist in this model; close matches: {close}")
 
 
-def hook_layer(hook_point: str) -> int:
-    """The block index of a ``blocks.L....`` hook point (``blocks.14.hook_resid_pre`` -> 14)."""
-    match = re.match(r"blocks\.(\d+)\.", hook_point)
-    if not match:
-        raise ModelPairError(f"expected a per-block hook point like 'blocks.14.hook_resid_pre', got {hook_point!r}")
-    return int(match.group(1))
-
-
 def load_model_pair(
     a: str,
     b: str | None = None,
@@ -160,26 +158,29 @@ def load_model_pair(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> ModelPair:
-    """Load a pair by profile name (``load_model_pair("toy")``) or by model names, and validate it.
+    """Load a pair by its registered name (``load_model_pair("toy")``) or by model names, and validate it.
 
     Args:
-        a, b, *more: a pair name from ``PAIRS``, or two or more Hub ids / local folders (base first).
-        hook_point: a hook to require (defaults to the profile's when a profile is named).
+        a, b, *more: a registered pair name, or two or more Hub ids / local folders (base first).
+        hook_point: the site; a registered pair defaults to its release's, models named directly need one.
         device, dtype: where and how to load the models.
     """
+    profile = None
     if b is None:
-        if a not in PAIRS:
-            close = difflib.get_close_matches(a, list(PAIRS), n=3, cutoff=0.3)
+        try:
+            profile = get_pair(a)
+        except RegistryError as error:
             raise ModelPairError(
-                f"unknown model pair {a!r}; known pairs: {sorted(PAIRS)}"
-                + (f" (did you mean {close}?)" if close else "")
-                + ". To diff your own models, pass two names: load_model_pair('org/base', 'org/chat')."
-            )
-        profile = PAIRS[a]
-        names = [profile.base, profile.chat]
-        hook_point = hook_point or profile.hook_point
+                f"{error}. To diff your own models, pass two names: load_model_pair('org/base', 'org/chat', "
+                "hook_point=...), or register them with helpers.register_pair."
+            ) from None
+        names = list(profile.model_names)
+        hook_point = profile.hook_point if hook_point is None else hook_point
     else:
         names = [a, b, *more]
+    if not isinstance(hook_point, str) or not hook_point:
+        raise ModelPairError(f"a hook point is needed to diff {names} (e.g. 'blocks.12.hook_resid_pre'), "
+                             f"got {hook_point!r}")
     for name in names:
         _check_gated(resolve_model_name(name))
     models = [load_model(name, device, dtype) for name in names]
@@ -187,7 +188,7 @@ def load_model_pair(
     widths = [int(m.cfg.d_model) for m in models]
     if len(set(widths)) > 1:
         raise ModelPairError(f"the models have different widths d_model {dict(zip(names, widths))}")
-    if hook_point is not None:
-        for model in models:
-            check_hook_point(model, hook_point)
-    return ModelPair(models=models, names=names, tokenizer=models[0].tokenizer, hook_point=hook_point)
+    for model in models:
+        check_hook_point(model, hook_point)
+    return ModelPair(models=models, names=names, tokenizer=models[0].tokenizer, hook_point=hook_point,
+                     profile=profile)

@@ -1,7 +1,10 @@
-"""The shared opening of every tutorial: ``setup()`` and the choice of model pair.
+"""The shared opening of every tutorial: ``setup()``, the choice of model pair, and loading it.
 
 The pair defaults to Gemma-2-2B where a GPU with enough memory and a Hub token exist, otherwise to the
-toy pair; the notebook's ``PAIR`` variable or the environment variable ``CROSSCODER_PAIR`` overrides it.
+toy pair; the notebook's ``PAIR`` variable or the environment variable ``CROSSCODER_PAIR`` overrides it
+(any registered pair, your own included: ``helpers.register_pair``). ``ctx.open_diff(PAIR, **SETTINGS)``
+then loads the pair's crosscoder and the pair at its hook point, with the pair's notebook knobs
+(``settings`` in ``registry.yaml``) overridden by name.
 """
 
 from __future__ import annotations
@@ -12,8 +15,10 @@ from dataclasses import dataclass
 
 import torch
 
+from typing import Any
+
 from . import __version__
-from .models import PAIRS
+from .registry import PAIRS, RegistryError
 
 GITHUB_REPO = "crosscoder-diffing/crosscoder-tutorials"
 COLAB_BADGE_URL = "https://colab.research.google.com/github/{repo}/blob/main/notebooks/{filename}"
@@ -37,6 +42,26 @@ class NotebookContext:
     device: str
     in_colab: bool
     default_pair: str
+
+    def open_pair(self, pair: str | None = None, **settings: Any):
+        """Load the chosen pair (``choose_pair(pair)``) at its release's hook point; returns
+        ``(ModelPair, settings)``, the pair's notebook knobs with ``settings`` overrides applied."""
+        from .models import load_model_pair
+
+        pair_model = load_model_pair(choose_pair(pair), device=self.device)
+        knobs = pair_model.profile.settings_with(**settings)
+        print(f"pair {pair_model.name}: {' vs '.join(pair_model.names)} at {pair_model.hook_point}")
+        return pair_model, knobs
+
+    def open_diff(self, pair: str | None = None, release: str | None = None, **settings: Any):
+        """Load the chosen pair's crosscoder (its default release, or ``release``) and the pair at the
+        crosscoder's hook point: a ``Diff`` whose ``settings`` are the pair's knobs with overrides applied."""
+        from .diff import load_diff
+
+        diff = load_diff(choose_pair(pair), release=release, device=self.device, settings=settings)
+        print(f"pair {diff.name}: {' vs '.join(diff.pair.names)} | crosscoder {diff.release.name if diff.release else ''}"
+              f" with {diff.crosscoder.cfg.d_hidden:,} latents at {diff.hook_point}")
+        return diff
 
 
 def in_colab() -> bool:
@@ -64,7 +89,8 @@ def choose_pair(override: str | None = None) -> str:
     choice = os.environ.get("CROSSCODER_PAIR") or override
     if choice:
         if choice not in PAIRS:
-            raise ValueError(f"unknown pair {choice!r}; choose one of {sorted(PAIRS)}")
+            raise RegistryError(f"unknown pair {choice!r}; choose one of {sorted(PAIRS)} or register your own "
+                                "with helpers.register_pair")
         return choice
     gemma = PAIRS["gemma-2-2b"]
     if gpu_memory_gib() >= gemma.min_gpu_gib and _has_hub_token():
@@ -82,6 +108,6 @@ def setup(pair: str | None = None) -> NotebookContext:
     chosen = choose_pair(pair)
     gpu = f" ({torch.cuda.get_device_name(0)}, {gpu_memory_gib():.0f} GiB)" if device == "cuda" else ""
     print(f"helpers {__version__} | torch {torch.__version__} | device {device}{gpu} | Colab: {colab}")
-    print(f"default pair: {chosen} ({', '.join((PAIRS[chosen].base, PAIRS[chosen].chat))}); "
+    print(f"default pair: {chosen} ({', '.join(PAIRS[chosen].model_names)}); "
           "override with PAIR = '...' or CROSSCODER_PAIR")
     return NotebookContext(device=device, in_colab=colab, default_pair=chosen)

@@ -1,100 +1,23 @@
-"""Pretrained crosscoders: a registry of releases, ``from_pretrained`` and ``push_to_hub``.
+"""Pretrained crosscoders: ``from_pretrained`` and ``push_to_hub`` (the releases themselves are data, in
+``registry.yaml``).
 
-A release name maps to a Hub repository, the folder inside it, the file format, the model pair, the
-hook point and any normalisation factors the files do not carry. ``from_pretrained`` accepts a release
-name, a Hub ``repo_id`` (optionally ``repo_id/sub/folder``) or a local folder; Hub downloads go through
-``huggingface_hub``, so they work offline (``HF_HUB_OFFLINE=1``) from the Hub cache.
+``from_pretrained`` accepts a release name, a Hub ``repo_id`` (optionally ``repo_id/sub/folder``) or a
+local folder. Hub downloads go through ``huggingface_hub``, so they work offline (``HF_HUB_OFFLINE=1``)
+from the Hub cache. A release that ships with the package is never built behind your back: if its
+asset is missing, the error names the command that rebuilds it.
 """
 
 from __future__ import annotations
 
-import difflib
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from .checkpoints import FORMAT_FILES, Format, load, save, write_atomically
+from .checkpoints import FORMAT_FILES, CheckpointError, Format, load, save
 from .crosscoder import CrossCoder
-
-
-@dataclass(frozen=True)
-class Release:
-    """One published crosscoder.
-
-    Attributes:
-        repo_id: Hub repository (a model repo).
-        subfolder: folder inside the repository that holds the checkpoint ("" for the root).
-        format: the checkpoint format (see ``helpers.checkpoints``).
-        model_names: the model pair, base first.
-        hook_point: TransformerLens hook name of the site.
-        scale_factors: per-model normalisation factors, for formats that do not store them.
-        description: one line for listings.
-        local_builder: for releases built on this machine (the toy release), a function that creates
-            the checkpoint folder when it is missing and returns it; ``repo_id`` is then unused.
-    """
-
-    repo_id: str
-    subfolder: str
-    format: Format
-    model_names: tuple[str, ...]
-    hook_point: str
-    scale_factors: tuple[float, ...] | None = None
-    description: str = ""
-    local_builder: Callable[[], Path] | None = field(default=None, compare=False, repr=False)
-
-
-def _toy_release_path() -> Path:
-    from .recipes import toy_release_path
-
-    return toy_release_path()
-
-
-RELEASES: dict[str, Release] = {
-    "gemma-2-2b-l14-replication": Release(
-        repo_id="ckkissane/crosscoder-gemma-2-2b-model-diff",
-        subfolder="blocks.14.hook_resid_pre",
-        format="replication",
-        model_names=("google/gemma-2-2b", "google/gemma-2-2b-it"),
-        hook_point="blocks.14.hook_resid_pre",
-        # Published normalisation constants (mean norm -> sqrt(2304)); not stored in the files.
-        scale_factors=(0.2758961493232058, 0.24422852496546169),
-        description="L1 crosscoder, 16,384 latents, 400M tokens of Pile + LmSys (the original replication)",
-    ),
-    "gemma-2-2b-l13-l1": Release(
-        repo_id="science-of-finetuning/gemma-2-2b-crosscoder-l13-mu4.1e-02-lr1e-04",
-        subfolder="",
-        format="dictionary_learning",
-        model_names=("google/gemma-2-2b", "google/gemma-2-2b-it"),
-        # "layer 13" in dictionary_learning is the output of decoder layer 13.
-        hook_point="blocks.13.hook_resid_post",
-        description="L1 crosscoder (Minder et al. 2025), layer-13 residual stream, 73,728 latents",
-    ),
-    "gemma-2-2b-l13-batchtopk": Release(
-        repo_id="science-of-finetuning/gemma-2-2b-L13-k100-lr1e-04-local-shuffling-CCLoss",
-        subfolder="",
-        format="dictionary_learning",
-        model_names=("google/gemma-2-2b", "google/gemma-2-2b-it"),
-        hook_point="blocks.13.hook_resid_post",
-        description="BatchTopK crosscoder, k=100 (Minder et al. 2025), layer-13 residual stream, 73,728 latents",
-    ),
-    "toy-l3": Release(
-        repo_id="",
-        subfolder="",
-        format="native",
-        model_names=("toy:base", "toy:chat"),
-        hook_point="blocks.3.hook_resid_post",
-        description="L1 crosscoder, 2,048 latents, output of the toy pair's last block (ships with the package)",
-        local_builder=_toy_release_path,
-    ),
-}
-
-
-def register_release(name: str, release: Release) -> None:
-    """Add (or replace) a release in the registry."""
-    RELEASES[name] = release
+from .files import MissingAssetError, write_atomically
+from .registry import RELEASES, Release, get_pair, get_release
 
 
 def list_releases() -> dict[str, str]:
@@ -106,13 +29,35 @@ def _looks_like_repo_id(name: str) -> bool:
     return name.count("/") >= 1 and not name.startswith((".", "/", "~"))
 
 
-def resolve_release(name: str) -> Release:
-    """The registered release called ``name``; unknown names get an error listing close matches."""
-    if name in RELEASES:
-        return RELEASES[name]
-    close = difflib.get_close_matches(name, list(RELEASES), n=3, cutoff=0.4)
-    hint = f" Did you mean {close}?" if close else ""
-    raise KeyError(f"unknown crosscoder release {name!r}.{hint} Known releases: {sorted(RELEASES)}")
+def release_folder(release: Release, revision: str | None = None) -> Path:
+    """The local folder of a release's checkpoint: its packaged asset, or a Hub download (cache first)."""
+    if release.asset_path is None:
+        return download_checkpoint(release.repo_id, release.subfolder, release.format, revision)  # type: ignore[arg-type]
+    weights = release.asset_path / FORMAT_FILES[release.format][1]
+    if not weights.is_file():
+        raise MissingAssetError(f"release {release.name!r} ships as {release.asset_path}, but {weights.name} is "
+                                f"missing there. Rebuild it with `{release.rebuild}`.")
+    return release.asset_path
+
+
+def load_release(release: Release | str, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
+                 revision: str | None = None) -> CrossCoder:
+    """A registered release, ready for raw activations: its hook point, model order and scale factors set.
+
+    A checkpoint whose own config names another hook point than the registry is refused.
+    """
+    release = get_release(release) if isinstance(release, str) else release
+    folder = release_folder(release, revision)
+    crosscoder = load(folder, device=device, dtype=dtype)
+    recorded = crosscoder.cfg.hook_point
+    if recorded is not None and recorded != release.hook_point:
+        raise CheckpointError(f"{folder} records hook point {recorded!r}, but the registry says release "
+                              f"{release.name!r} sits at {release.hook_point!r}; fix one of them.")
+    crosscoder.cfg.hook_point = release.hook_point
+    crosscoder.cfg.model_names = list(get_pair(release.pair).model_names)
+    if release.scale_factors is not None and not crosscoder.is_folded:
+        crosscoder.set_normalization(list(release.scale_factors))
+    return crosscoder
 
 
 def download_checkpoint(
@@ -145,23 +90,14 @@ def from_pretrained(
 ) -> CrossCoder:
     """Load a crosscoder by release name, Hub repo id (``org/repo`` or ``org/repo/sub/folder``) or local folder.
 
-    Releases carry their hook point, model pair and scale factors, so the crosscoder returned
-    encodes raw activations of the two models.
+    Releases carry their hook point, model pair and scale factors, so the crosscoder returned encodes
+    raw activations of the two models.
     """
     local = Path(name_or_path).expanduser()
     if local.is_dir():
         return load(local, device=device, dtype=dtype)
     if name_or_path in RELEASES or not _looks_like_repo_id(name_or_path):
-        release = resolve_release(name_or_path)
-        if release.local_builder is not None:
-            folder = release.local_builder()
-        else:
-            folder = download_checkpoint(release.repo_id, release.subfolder, release.format, revision)
-        overrides = {"hook_point": release.hook_point, "model_names": list(release.model_names)}
-        crosscoder = load(folder, device=device, dtype=dtype, cfg_overrides=overrides)
-        if release.scale_factors is not None and not crosscoder.is_folded:
-            crosscoder.set_normalization(list(release.scale_factors))
-        return crosscoder
+        return load_release(name_or_path, device, dtype, revision)
     parts = name_or_path.split("/")
     folder = download_checkpoint("/".join(parts[:2]), "/".join(parts[2:]), revision=revision)
     return load(folder, device=device, dtype=dtype)

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from . import toy_corpus
 from .behaviour import evaluation_questions, refusal_rates
+from .files import MissingAssetError
 
 TOY_PAIR_NAME = "toy"
 PACKAGED_TOY_PAIR = Path(__file__).parent / "assets" / "toy_pair"
@@ -55,17 +56,18 @@ class ToyRecipe:
 
 
 def toy_pair_path() -> Path:
-    """Folder holding ``base/`` and ``chat/`` of the toy pair: the packaged one, else a cached build.
+    """Folder holding ``base/`` and ``chat/`` of the toy pair: the packaged one, or ``CROSSCODER_TOY_DIR``.
 
-    Set ``CROSSCODER_TOY_DIR`` to use (and, if empty, build into) another folder.
+    Nothing is built here: a missing pair raises ``MissingAssetError`` naming the command that builds it.
     """
     override = os.environ.get("CROSSCODER_TOY_DIR")
     folder = Path(override) if override else PACKAGED_TOY_PAIR
-    if not (folder / "chat" / "config.json").is_file():
-        if not override:
-            folder = Path.home() / ".cache" / "crosscoder-helpers" / "toy_pair"
-        if not (folder / "chat" / "config.json").is_file():
-            build_toy_pair(folder)
+    missing = [role for role in ("base", "chat") if not (folder / role / "config.json").is_file()]
+    if missing:
+        raise MissingAssetError(
+            f"the toy pair is not in {folder} (no {', '.join(missing)} model). Build it with "
+            f"`python -m helpers.toy --out {folder}` (about 7 minutes on 2 cores)."
+        )
     return folder
 
 
@@ -206,8 +208,8 @@ def build_toy_pair(out_dir: str | Path, recipe: ToyRecipe = ToyRecipe()) -> dict
         "base_final_train_loss": sum(base_curve[-20:]) / 20,
         "chat_final_train_loss": sum(chat_curve[-20:]) / 20,
         "refusal_heldout": {
-            "base": refusal_rates(lambda t: base(input_ids=t).logits, tokenizer, questions),
-            "chat": refusal_rates(lambda t: model(input_ids=t).logits, tokenizer, questions),
+            "base": asdict(refusal_rates(lambda t: base(input_ids=t).logits, tokenizer, questions)),
+            "chat": asdict(refusal_rates(lambda t: model(input_ids=t).logits, tokenizer, questions)),
         },
         "build_seconds": time.time() - started,
     }

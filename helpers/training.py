@@ -21,8 +21,10 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoints import load, save, write_atomically, write_json
+from .checkpoints import load, save
 from .crosscoder import CrossCoder
+from .files import write_atomically, write_json
+from .registry import model_roles
 
 TRAINER_STATE = "trainer_state.pt"
 TRAIN_CONFIG = "train_config.json"
@@ -166,7 +168,8 @@ class Trainer:
             "aux_k": losses.aux_k.item(),
             "l0": losses.l0.item(),
             "explained_variance": losses.explained_variance.item(),
-            **{f"explained_variance_{i}": v for i, v in enumerate(losses.explained_variance_per_model.tolist())},
+            **{f"explained_variance_{role}": v
+               for role, v in zip(model_roles(self.crosscoder.cfg.n_models), losses.explained_variance_per_model.tolist())},
             "dead_fraction": self.crosscoder.dead_mask().float().mean().item(),
             "lr": lr,
             "l1_coeff": l1_coeff,

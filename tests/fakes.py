@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import torch
 from torch import nn
 
@@ -32,6 +34,7 @@ class EchoModel(nn.Module):
     def __init__(self, index: int, d_model: int = 4):
         super().__init__()
         self.index, self.d_model = index, d_model
+        self.cfg = SimpleNamespace(d_model=d_model, n_layers=4)
         self.dummy = nn.Parameter(torch.zeros(()))
 
     def forward(self, tokens: torch.Tensor, stop_at_layer: int | None = None) -> torch.Tensor:

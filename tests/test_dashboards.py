@@ -23,7 +23,7 @@ from helpers.dashboards import (
     top_base_only,
     top_chat_only,
 )
-from helpers.detection import encode_tokens
+from helpers.latents import encode_tokens
 from helpers.recipes import token_source_for
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -44,7 +44,7 @@ def table(release):
 
 @pytest.fixture(scope="module")
 def batches(toy_pair):
-    source = token_source_for(toy_pair, "toy", seq_len=64, seed=9)
+    source = token_source_for(toy_pair, seq_len=64, seed=9)
     return [source.next_batch(16) for _ in range(4)]
 
 
@@ -84,7 +84,8 @@ def test_logit_effects_match_the_unembedding(toy_pair, release):
     assert [value for _, value in effects[1]["boosted"]] == pytest.approx(logits.topk(5).values.tolist(), rel=1e-4)
     assert [value for _, value in effects[1]["suppressed"]] == pytest.approx(
         (-(-logits).topk(5).values).tolist(), rel=1e-4)
-    assert [e["model"] for e in effects] == list(toy_pair.names)
+    assert [e["model"] for e in effects] == ["base", "chat"]
+    assert [e["name"] for e in effects] == list(toy_pair.names)
 
 
 def test_bad_input(toy_pair, release, batches):
@@ -103,8 +104,10 @@ def hostile_dashboard() -> LatentDashboard:
                       row=0, position=3)
     return LatentDashboard(latent=3, density=0.01, max_activation=2.0, histogram_edges=[0.0, 1.0, 2.0],
                            histogram_counts=[3, 1], top_examples=[example], band_examples=[("0%–25% of max", [])],
-                           logit_effects=[{"model": "base", "boosted": [(HOSTILE, 1.0)], "suppressed": [("x", -1.0)]},
-                                          {"model": "chat", "boosted": [("y", 1.0)], "suppressed": [("z", -1.0)]}],
+                           logit_effects=[
+                               {"model": "base", "name": HOSTILE, "boosted": [(HOSTILE, 1.0)], "suppressed": [("x", -1.0)]},
+                               {"model": "chat", "name": "chat <b>model</b>", "boosted": [("y", 1.0)],
+                                "suppressed": [("z", -1.0)]}],
                            info={"class": "chat-only", "relative_norm": 0.97, "delta_norm": float("nan")})
 
 

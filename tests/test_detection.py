@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from helpers.crosscoder import CrossCoder, CrossCoderConfig
-from helpers.detection import auroc, encode_tokens, template_mask, template_share, top_activations
+from helpers.detection import auroc
+from helpers.latents import TopActivations, encode_tokens, template_mask, template_share, top_activations
 from helpers.models import ModelPair
 
 from .fakes import EchoModel
@@ -57,7 +58,8 @@ def test_top_activations_match_brute_force():
     for batch in batches:
         batch[:, 0] = 0  # BOS
     latents = [0, 2, 5]
-    values, positions, tokens = top_activations(pair, crosscoder, batches, latents, n_top=4)
+    top = top_activations(pair, crosscoder, batches, latents, n_top=4)
+    values, positions, tokens = top.values, top.positions, top.tokens
     everything = torch.cat([encode_tokens(pair, crosscoder, batch) for batch in batches])  # [9, 7, 6]
     assert torch.equal(tokens, torch.cat(batches))
     assert (everything[:, 0] == 0).all(), "BOS positions are zeroed"
@@ -73,5 +75,5 @@ def test_template_share_counts_fired_slots_only():
     tokenizer = lambda text, add_special_tokens=False: {"input_ids": [1, 2]}  # noqa: E731
     values = torch.tensor([[3.0, 2.0, 1.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
     positions = torch.tensor([[[0, 1], [0, 0], [0, 2]], [[0, 3], [0, 1], [0, 1]], [[0, 0], [0, 0], [0, 0]]])
-    share = template_share(values, positions, tokens, tokenizer)
+    share = template_share(TopActivations([0, 1, 2], values, positions, tokens), tokenizer)
     assert share[0].item() == pytest.approx(2 / 3) and share[1].item() == 0.0 and share[2].isnan()

@@ -11,6 +11,7 @@ from helpers.evals import (
     ablated_logits_fn,
     causal_summary,
     latent_ablation_effects,
+    ReconstructionMetrics,
     reconstruction_metrics,
     replication_table,
     splice_metrics,
@@ -25,7 +26,7 @@ def release():
 
 @pytest.fixture(scope="module")
 def token_batches(toy_pair):
-    source = token_source_for(toy_pair, "toy", seq_len=32, seed=5)
+    source = token_source_for(toy_pair, seq_len=32, seed=5)
     return [source.next_batch(4) for _ in range(2)]
 
 
@@ -41,7 +42,8 @@ def test_splice_metrics_match_full_forward_passes(toy_pair, release, token_batch
         crosscoder = release
     else:
         crosscoder = CrossCoder(CrossCoderConfig(d_model=128, d_hidden=256, seed=0, hook_point=hook_point)).eval()
-    table = splice_metrics(toy_pair, crosscoder, token_batches, progress=False)
+    table = splice_metrics(toy_pair.at(hook_point), crosscoder, token_batches, progress=False)
+    assert list(table.index) == ["base", "chat"] and table.attrs["model_names"] == toy_pair.names
     for m, model in enumerate(toy_pair.models):
         clean = spliced = ablated = 0.0
         for tokens in token_batches:
@@ -67,20 +69,23 @@ def test_splice_metrics_match_full_forward_passes(toy_pair, release, token_batch
 def test_reconstruction_metrics_match_direct(trained_like, activations):
     metrics = reconstruction_metrics(trained_like.eval(), [activations[:32], activations[32:]], progress=False)
     codes = trained_like.encode(activations).detach()
-    assert metrics["n_tokens"] == 64
-    assert metrics["l0"] == pytest.approx((codes > 0).float().sum(-1).mean().item(), rel=1e-6)
-    assert metrics["l0/model 0"] == pytest.approx(metrics["l0"], rel=1e-6)  # every decoder is non-zero
+    assert metrics.n_tokens == 64
+    assert metrics.l0 == pytest.approx((codes > 0).float().sum(-1).mean().item(), rel=1e-6)
+    assert list(metrics.per_model.index) == ["base", "chat"]
+    assert metrics.per_model.loc["base", "l0"] == pytest.approx(metrics.l0, rel=1e-6)  # every decoder is non-zero
     fired = (codes > 0).any(0)
-    assert metrics["dead_fraction"] == pytest.approx(1 - fired.float().mean().item())
+    assert metrics.dead_fraction == pytest.approx(1 - fired.float().mean().item())
     frequency = (codes > 0).float().mean(0)
-    assert metrics["dense_fraction"] == pytest.approx((frequency > 0.1).float().mean().item())
+    assert metrics.dense_fraction == pytest.approx((frequency > 0.1).float().mean().item())
     halves = [trained_like.losses(part).explained_variance_per_model[1].item()
               for part in (activations[:32], activations[32:])]
-    assert metrics["explained_variance/model 1"] == pytest.approx(sum(halves) / 2, rel=1e-5)
+    assert metrics.per_model.loc["chat", "explained_variance"] == pytest.approx(sum(halves) / 2, rel=1e-5)
+    assert metrics.as_series()["explained_variance_chat"] == metrics.per_model.loc["chat", "explained_variance"]
     with torch.no_grad():
         trained_like.W_dec[0, 1] = 0  # a base-only latent no longer counts in model 1's L0
     changed = reconstruction_metrics(trained_like, [activations], progress=False)
-    assert changed["l0/model 1"] == pytest.approx(changed["l0"] - (codes[:, 0] > 0).float().mean().item(), rel=1e-5)
+    expected = changed.l0 - (codes[:, 0] > 0).float().mean().item()
+    assert changed.per_model.loc["chat", "l0"] == pytest.approx(expected, rel=1e-5)
     with pytest.raises(ValueError, match="no activations"):
         reconstruction_metrics(trained_like, [], progress=False)
 
@@ -109,11 +114,11 @@ def test_latent_ablation_matches_a_full_pass_with_a_hook(toy_pair, release, toke
 def test_causal_summary():
     import pandas as pd
 
-    effects = pd.DataFrame({"kl/base": [0.1, 0.2, 0.3, 0.01, 0.02], "kl/chat": [0.11, 0.19, 0.33, 0.5, 0.01],
+    effects = pd.DataFrame({"kl_base": [0.1, 0.2, 0.3, 0.01, 0.02], "kl_chat": [0.11, 0.19, 0.33, 0.5, 0.01],
                             "n_active": [5] * 5})
     classes = pd.Series(["shared", "shared", "shared", "chat-only", "chat-only"])
     summary = causal_summary(effects, classes)
-    assert summary["shared_pearson"] == pytest.approx(effects["kl/base"][:3].corr(effects["kl/chat"][:3]))
+    assert summary["shared_pearson"] == pytest.approx(effects["kl_base"][:3].corr(effects["kl_chat"][:3]))
     assert summary["chat_only_median_ratio"] == pytest.approx((50 + 0.5) / 2)
     assert summary["chat_only_chat_larger"] == 0.5 and summary["n_shared"] == 3
 
@@ -121,8 +126,10 @@ def test_causal_summary():
 def test_replication_table_and_direction_ablation(toy_pair, release, token_batches):
     import pandas as pd
 
-    splices = pd.DataFrame({"ce_recovered": [0.9, 0.8], "ce_delta": [0.1, 0.2]}, index=["a", "b"])
-    metrics = {"l0": 12.0, "explained_variance/a": 0.7, "explained_variance/b": 0.6}
+    splices = pd.DataFrame({"ce_recovered": [0.9, 0.8], "ce_delta": [0.1, 0.2]}, index=["base", "chat"])
+    per_model = pd.DataFrame({"l0": [12.0, 12.0], "explained_variance": [0.7, 0.6]}, index=["base", "chat"])
+    metrics = ReconstructionMetrics(n_tokens=10, l0=12.0, explained_variance=0.65, dead_fraction=0.0,
+                                    dense_fraction=0.0, per_model=per_model)
     table = replication_table(metrics, splices)
     assert table.iloc[0].tolist() == [12.0, 0.9, 0.8, 0.1, 0.2, 0.7, 0.6]
     assert table.iloc[1]["L0"] == 81
@@ -146,3 +153,25 @@ def test_replication_table_and_direction_ablation(toy_pair, release, token_batch
     assert fires.any() and not torch.allclose(got, clean, atol=1e-3)
     with pytest.raises(ValueError, match="mode must be"):
         ablated_logits_fn(toy_pair, release, [latent], mode="zero")
+
+
+def test_a_crosscoder_never_meets_a_pair_at_another_site(toy_pair, release, token_batches):
+    """The L13-release-with-L14-pair mistake: every consumer refuses it instead of mixing two sites."""
+    from helpers.diff import HookPointMismatchError, check_compatible, load_diff
+    from helpers.latents import encode_tokens
+
+    elsewhere = toy_pair.at("blocks.2.hook_resid_pre")
+    for call in (lambda: splice_metrics(elsewhere, release, token_batches, progress=False),
+                 lambda: encode_tokens(elsewhere, release, token_batches[0]),
+                 lambda: latent_ablation_effects(elsewhere, release, token_batches, [0], progress=False),
+                 lambda: ablated_logits_fn(elsewhere, release, [0]),
+                 lambda: load_diff(release, elsewhere)):
+        with pytest.raises(HookPointMismatchError, match="blocks.3.hook_resid_post.*blocks.2.hook_resid_pre"):
+            call()
+    unsited = CrossCoder(CrossCoderConfig(d_model=128, d_hidden=16))
+    with pytest.raises(HookPointMismatchError, match="records no hook point"):
+        check_compatible(unsited, toy_pair)
+    narrow = CrossCoder(CrossCoderConfig(d_model=64, d_hidden=16, hook_point=toy_pair.hook_point))
+    with pytest.raises(HookPointMismatchError, match="width 64"):
+        check_compatible(narrow, toy_pair)
+    assert check_compatible(release, toy_pair) == toy_pair.hook_point

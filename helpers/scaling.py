@@ -4,19 +4,23 @@ For latent ``j`` with activation ``f_ij`` on token ``i`` and a decoder vector ``
 decoder, used for both models), Latent Scaling fits per model ``m`` the scale ``beta`` minimising
 ``sum_i || beta * f_ij * d - y_ij^m ||^2``, whose closed form is
 
-    beta = (d . sum_i f_ij y_ij^m) / (||d||^2 * sum_i f_ij^2).
+    beta = (d . sum_i f_ij y_ij^m) / (||d||^2 * sum_i f_ij^2),
 
-Targets ``y^m`` (in the crosscoder's working space):
+summed over the tokens where the latent fires (elsewhere ``f_ij = 0`` adds nothing). Targets ``y^m``, in
+the crosscoder's working (normalised) space, as in the paper's code
+(science-of-finetuning/sparsity-artifacts-crosscoders, ``tools/latent_scaler/closed_form.py`` and
+``scripts/compute_scalers.py``: ``load_{base,chat}_{activation,error,reconstruction}``):
 
 - ``activation``: the model's activation ``x^m``;
-- ``error``: the reconstruction error with the latent's own contribution put back,
+- ``error``: the reconstruction error with the latent's own contribution in model ``m`` put back,
   ``x^m - x_hat^m + f_j d_j^m`` (what is left for this latent to explain);
-- ``reconstruction``: the reconstruction by all *other* latents, ``x_hat^m - f_j d_j^m``.
+- ``reconstruction``: the model's **full** reconstruction ``x_hat^m``, the latent's own contribution
+  included.
 
 ``nu_err = beta_err(base) / beta_err(chat)`` near 0 says the base model's error has nothing for this
 direction to explain (no Complete Shrinkage); ``nu_rec = beta_rec(base) / beta_rec(chat)`` near 0 says
-no other latent rebuilds it in the base model (no Latent Decoupling). A chat-only latent is
-**chat-specific** when ``nu_err < 0.2`` and ``nu_rec < 0.5``.
+the base reconstruction does not carry the direction, i.e. no other latent rebuilds it there (no Latent
+Decoupling). A chat-only latent is **chat-specific** when ``nu_err < 0.2`` and ``nu_rec < 0.5``.
 
 All sums are accumulated in one pass over the activations: per batch one encode and one decode.
 """
@@ -29,6 +33,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .crosscoder import CrossCoder
+from .latents import check_latent_ids
+from .registry import model_roles
 
 TARGETS = ("activation", "error", "reconstruction")
 NU_ERR_MAX = 0.2
@@ -41,26 +47,23 @@ def latent_scaling(
     activation_batches: Iterable[torch.Tensor],
     latents: Sequence[int] | torch.Tensor,
     vector_model: int = 1,
-    model_names: Sequence[str] = ("base", "chat"),
     progress: bool = True,
 ):
     """``beta`` per latent, model and target, and the ratios ``nu_err`` and ``nu_rec``, in one pass.
 
     ``activation_batches`` yields raw activations ``[batch, n_models, d_model]``; ``latents`` are the
     latent ids to scale; ``vector_model`` picks whose decoder vector is fitted (chat by default, as in
-    the paper). Returns a pandas DataFrame indexed by latent with columns ``beta_{target}_{model}``,
-    ``nu_err``, ``nu_rec`` (for two models) and ``n_active`` (tokens on which the latent fired).
+    the paper). Returns a pandas DataFrame indexed by latent with columns ``beta_{target}_{role}``
+    (``beta_error_base``, ...), ``nu_err``, ``nu_rec`` (for two models) and ``n_active`` (tokens on which
+    the latent fired). A latent that never fired has NaN betas.
     """
     import pandas as pd
 
-    latent_ids = torch.as_tensor(latents, dtype=torch.long).flatten()
-    if latent_ids.numel() == 0:
-        raise ValueError("latent_scaling needs at least one latent id")
-    d_hidden, n_models = crosscoder.cfg.d_hidden, crosscoder.cfg.n_models
-    if latent_ids.min() < 0 or latent_ids.max() >= d_hidden:
-        raise ValueError(f"latent ids must lie in [0, {d_hidden}), got {latent_ids.min()}..{latent_ids.max()}")
-    if len(model_names) != n_models:
-        raise ValueError(f"model_names needs {n_models} names, got {list(model_names)}")
+    latent_ids = check_latent_ids(crosscoder, latents)
+    n_models = crosscoder.cfg.n_models
+    if not 0 <= vector_model < n_models:
+        raise ValueError(f"vector_model must index one of the {n_models} models, got {vector_model}")
+    roles = model_roles(n_models)
     device = crosscoder.W_dec.device
     latent_ids = latent_ids.to(device)
     own_vectors = crosscoder.decoder_vectors(normalized=True).float()[latent_ids]  # [L, n_models, d_model]
@@ -68,8 +71,10 @@ def latent_scaling(
     # d . d_j^m: how much of the fitted direction the latent's own contribution adds in model m, [L, n_models]
     self_overlap = torch.einsum("ld,lmd->lm", fitted, own_vectors)
 
-    projected = {target: torch.zeros(len(latent_ids), n_models, device=device) for target in TARGETS}
-    sum_sq = torch.zeros(len(latent_ids), device=device)
+    # running sums in float64: one float32 batch sum each, accumulated without drift over millions of tokens
+    projected = {target: torch.zeros(len(latent_ids), n_models, device=device, dtype=torch.float64)
+                 for target in TARGETS}
+    sum_sq = torch.zeros(len(latent_ids), device=device, dtype=torch.float64)
     n_active = torch.zeros(len(latent_ids), device=device)
     n_batches = 0
     for batch in tqdm(activation_batches, desc="latent scaling", disable=not progress):
@@ -86,20 +91,18 @@ def latent_scaling(
         n_batches += 1
     if n_batches == 0:
         raise ValueError("latent_scaling got no activations")
-    # put the latent's own contribution back into the error, take it out of the reconstruction
+    # put the latent's own contribution back into the error: sum_i f_ij (d . f_ij d_j^m)
     projected["error"] += self_overlap * sum_sq[:, None]
-    projected["reconstruction"] -= self_overlap * sum_sq[:, None]
 
     denominator = (fitted.pow(2).sum(-1) * sum_sq)[:, None]  # [L, 1]
     table = pd.DataFrame(index=pd.Index(latent_ids.cpu().numpy(), name="latent"))
     for target in TARGETS:
         beta = (projected[target] / denominator).cpu()
-        for m, name in enumerate(model_names):
-            table[f"beta_{target}_{name}"] = beta[:, m].numpy()
+        for m, role in enumerate(roles):
+            table[f"beta_{target}_{role}"] = beta[:, m].numpy()
     if n_models == 2:
-        base, chat = model_names
-        table["nu_err"] = table[f"beta_error_{base}"] / table[f"beta_error_{chat}"]
-        table["nu_rec"] = table[f"beta_reconstruction_{base}"] / table[f"beta_reconstruction_{chat}"]
+        table["nu_err"] = table["beta_error_base"] / table["beta_error_chat"]
+        table["nu_rec"] = table["beta_reconstruction_base"] / table["beta_reconstruction_chat"]
     table["n_active"] = n_active.cpu().numpy().astype(int)
     return table
 

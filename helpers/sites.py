@@ -1,27 +1,65 @@
-"""Run a model pair once up to a hook point, then re-run only the rest with the activation replaced.
+"""Running models up to a site: hook arithmetic, harvesting activations, and spliced re-runs.
 
-Everything before block ``L`` (the block that holds the hook) is computed once per model and reused
-for the clean run and for every spliced, ablated or intervened run: a re-run starts at block ``L``.
-For ``blocks.L.hook_resid_pre`` the replacement is the re-run's input; for any other hook inside
-block ``L`` (``hook_resid_mid``, ``hook_resid_post``, ...) block ``L`` is re-run with a hook that swaps
-the activation in.
+A *site* is a per-block hook point ``blocks.L.<hook>``. Everything that runs a model to a site goes
+through here, so the rule "how far must a model run for this hook" is written once (``run_to_site``):
+``blocks.L.hook_resid_pre`` is the input of block ``L``, which the bridge returns with
+``stop_at_layer=L``; any other hook of block ``L`` is cached on a run stopped after block ``L``.
 
-TransformerLens 4's ``start_at_layer`` injects the residual at block ``L`` but still runs blocks
-``0..L-1`` on it and discards their output, so it saves no compute by itself. ``skipping_blocks``
-makes those blocks pass their input through untouched for the duration of a re-run; block ``L``
-then swaps in the residual as before, so results are identical.
+``SplicedRunner`` computes everything before block ``L`` once per model and re-runs only the rest with
+the activation replaced (for CE recovered, ablations, steering). TransformerLens 4's ``start_at_layer``
+injects the residual at block ``L`` but still runs blocks ``0..L-1`` on it and discards their output;
+``skipping_blocks`` makes those blocks pass their input through for the duration of a re-run, so a
+re-run costs only the blocks from ``L`` on and gives identical results.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
 
-from .models import ModelPair, hook_layer
-
 Replacement = torch.Tensor | Callable[[torch.Tensor], torch.Tensor]
+
+
+class SiteError(ValueError):
+    """A hook point that is not a per-block site."""
+
+
+def hook_layer(hook_point: str) -> int:
+    """The block index of a ``blocks.L....`` hook point (``blocks.14.hook_resid_pre`` -> 14)."""
+    match = re.fullmatch(r"blocks\.(\d+)\.\w+(\.\w+)*", hook_point) if isinstance(hook_point, str) else None
+    if not match:
+        raise SiteError(f"expected a per-block hook point like 'blocks.14.hook_resid_pre', got {hook_point!r}")
+    return int(match.group(1))
+
+
+def is_block_input(hook_point: str) -> bool:
+    """Whether the hook is the input of its block (``hook_resid_pre``): the output of ``stop_at_layer=L``."""
+    return hook_point == f"blocks.{hook_layer(hook_point)}.hook_resid_pre"
+
+
+def model_device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def run_to_site(model, tokens: torch.Tensor, hook_point: str) -> torch.Tensor:
+    """One model's activation at ``hook_point``, ``[batch, seq, d_model]``, running no further than needed."""
+    layer = hook_layer(hook_point)
+    tokens = tokens.to(model_device(model))
+    if is_block_input(hook_point):
+        return model(tokens, stop_at_layer=layer)
+    _, cache = model.run_with_cache(tokens, names_filter=[hook_point], stop_at_layer=layer + 1)
+    return cache[hook_point]
+
+
+@torch.no_grad()
+def harvest(models: list, tokens: torch.Tensor, hook_point: str) -> torch.Tensor:
+    """Activations of all ``models`` at ``hook_point``: ``[batch, seq, n_models, d_model]`` (float32) for
+    tokens ``[batch, seq]``."""
+    return torch.stack([run_to_site(model, tokens, hook_point).float() for model in models], dim=2)
 
 
 def _identity(activation: torch.Tensor) -> torch.Tensor:
@@ -49,7 +87,7 @@ def skipping_blocks(model, n_blocks: int) -> Iterator[None]:
 
 
 class SplicedRunner:
-    """One batch of tokens through both models of a pair, ready for cheap re-runs from the hook point.
+    """One batch of tokens through a list of models, ready for cheap re-runs from the hook point.
 
     Attributes: ``tokens`` ``[batch, seq]``; ``activations`` ``[batch, seq, n_models, d_model]`` at the
     hook (float32); ``clean_logits(m)``, model ``m``'s unmodified logits (computed once, on first use
@@ -57,17 +95,17 @@ class SplicedRunner:
     """
 
     @torch.no_grad()
-    def __init__(self, pair: ModelPair, hook_point: str, tokens: torch.Tensor):
-        self.pair, self.hook_point = pair, hook_point
+    def __init__(self, models: list, hook_point: str, tokens: torch.Tensor):
+        self.models, self.hook_point = list(models), hook_point
         self.layer = hook_layer(hook_point)
-        self.tokens = tokens.to(pair.device)
+        self.tokens = tokens.to(model_device(self.models[0]))
         self._block_inputs: list[torch.Tensor] = []
         self._clean_logits: list[torch.Tensor | None] = []
         activations = []
-        for index, model in enumerate(pair.models):
+        for index, model in enumerate(self.models):
             block_input = model(self.tokens, stop_at_layer=self.layer)
             self._block_inputs.append(block_input)
-            if self._starts_at_hook:  # the block input is the activation; clean logits wait until needed
+            if is_block_input(hook_point):  # the block input is the activation; clean logits wait until needed
                 activations.append(block_input)
                 self._clean_logits.append(None)
                 continue
@@ -80,10 +118,6 @@ class SplicedRunner:
             self._clean_logits.append(self.run(index, capture))
             activations.append(captured["value"])
         self.activations = torch.stack([a.float() for a in activations], dim=2)
-
-    @property
-    def _starts_at_hook(self) -> bool:
-        return self.hook_point == f"blocks.{self.layer}.hook_resid_pre"
 
     def clean_logits(self, model_index: int) -> torch.Tensor:
         """Model ``model_index``'s logits ``[batch, seq, vocab]`` on the tokens, unmodified."""
@@ -100,7 +134,7 @@ class SplicedRunner:
         ``rows`` limits the run to the first ``rows`` sequences. (Variants run one pass each: stacking
         them along the batch was slower on CPU.)
         """
-        model = self.pair.models[model_index]
+        model = self.models[model_index]
         block_input = self._block_inputs[model_index][:rows]
 
         def replace(activation: torch.Tensor) -> torch.Tensor:
@@ -108,7 +142,7 @@ class SplicedRunner:
             return new.to(activation.dtype)
 
         with skipping_blocks(model, self.layer):
-            if self._starts_at_hook:
+            if is_block_input(self.hook_point):
                 return model(replace(block_input), start_at_layer=self.layer)
             return model.run_with_hooks(block_input, start_at_layer=self.layer,
                                         fwd_hooks=[(self.hook_point, lambda act, hook: replace(act))])

@@ -1,0 +1,176 @@
+"""The registry of model pairs and crosscoder releases, read from ``registry.yaml`` (the one place their
+facts are written), plus ``register_pair`` / ``register_release`` for your own.
+
+A ``Release`` owns its hook point; a ``Pair`` names its release, and its default site is that release's
+hook point. Nothing here loads a model or a file: ``helpers.models`` and ``helpers.releases`` do.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REGISTRY_FILE = Path(__file__).with_name("registry.yaml")
+ASSETS = Path(__file__).with_name("assets")
+FORMATS = ("native", "replication", "dictionary_learning")
+EXPECTED_METRICS = ("l0", "fve_base", "fve_chat")
+ROLES = ("base", "chat")
+
+
+def model_roles(n_models: int) -> list[str]:
+    """The names every result table gives the models: ``base``, ``chat`` (and ``model_2``, ... beyond two).
+
+    The models' real names travel as metadata (``ModelPair.names``, ``DataFrame.attrs["model_names"]``).
+    """
+    return list(ROLES[:n_models]) + [f"model_{m}" for m in range(len(ROLES), n_models)]
+
+
+class RegistryError(KeyError):
+    """An unknown pair or release name, or a registry entry that does not make sense."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class Release:
+    """One crosscoder release (see ``registry.yaml`` for what each field means)."""
+
+    name: str
+    pair: str
+    hook_point: str
+    format: str
+    repo_id: str = ""
+    subfolder: str = ""
+    asset: str = ""
+    scale_factors: tuple[float, ...] | None = None
+    description: str = ""
+    rebuild: str = ""
+    expected: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise RegistryError(f"release {self.name!r}: format must be one of {FORMATS}, got {self.format!r}")
+        if not self.hook_point:
+            raise RegistryError(f"release {self.name!r} has no hook_point")
+        if bool(self.repo_id) == bool(self.asset):
+            raise RegistryError(f"release {self.name!r} needs exactly one source: a Hub repo_id or a packaged asset")
+        unknown = set(self.expected) - set(EXPECTED_METRICS)
+        if unknown:
+            raise RegistryError(f"release {self.name!r}: unknown expected metrics {sorted(unknown)}; "
+                                f"known: {EXPECTED_METRICS}")
+
+    @property
+    def asset_path(self) -> Path | None:
+        """The packaged folder of a release that ships with the package (``None`` for Hub releases)."""
+        return ASSETS / self.asset if self.asset else None
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A named model pair: its models (base first), its default release, its data and its notebook knobs."""
+
+    name: str
+    base: str
+    chat: str
+    release: str | None = None
+    data: dict[str, Any] = field(default_factory=lambda: {"kind": "none"})
+    gated: bool = False
+    min_gpu_gib: float = 0.0
+    settings: dict[str, Any] = field(default_factory=dict)
+    hook_point_override: str | None = None
+
+    @property
+    def model_names(self) -> tuple[str, str]:
+        return (self.base, self.chat)
+
+    @property
+    def hook_point(self) -> str | None:
+        """The pair's default site: its release's hook point (or the one given when it was registered)."""
+        if self.hook_point_override is not None:
+            return self.hook_point_override
+        return get_release(self.release).hook_point if self.release else None
+
+    def settings_with(self, **overrides: Any) -> dict[str, Any]:
+        """The pair's notebook knobs with ``overrides`` applied; an unknown knob name is an error."""
+        unknown = set(overrides) - set(self.settings)
+        if unknown:
+            raise RegistryError(f"unknown setting(s) {sorted(unknown)} for pair {self.name!r}; "
+                                f"known: {sorted(self.settings)}")
+        return {**self.settings, **overrides}
+
+
+def _read_registry() -> tuple[dict[str, Release], dict[str, Pair]]:
+    import yaml
+
+    raw = yaml.safe_load(REGISTRY_FILE.read_text())
+    found_releases = {}
+    for name, entry in raw["releases"].items():
+        source = entry.get("source", {})
+        scale = entry.get("scale_factors")
+        found_releases[name] = Release(
+            name=name, pair=entry["pair"], hook_point=entry["hook_point"], format=entry["format"],
+            repo_id=source.get("repo_id", ""), subfolder=source.get("subfolder", ""), asset=source.get("asset", ""),
+            scale_factors=tuple(float(s) for s in scale) if scale else None,
+            description=entry.get("description", ""), rebuild=entry.get("rebuild", ""),
+            expected={key: float(value) for key, value in entry.get("expected", {}).items()},
+        )
+    found_pairs = {
+        name: Pair(name=name, base=entry["base"], chat=entry["chat"], release=entry.get("release"),
+                   data=dict(entry.get("data", {"kind": "none"})), gated=bool(entry.get("gated", False)),
+                   min_gpu_gib=float(entry.get("min_gpu_gib", 0.0)), settings=dict(entry.get("settings", {})))
+        for name, entry in raw["pairs"].items()
+    }
+    return found_releases, found_pairs
+
+
+RELEASES, PAIRS = _read_registry()
+
+
+def _unknown(kind: str, name: str, known: dict) -> RegistryError:
+    close = difflib.get_close_matches(str(name), list(known), n=3, cutoff=0.4)
+    hint = f" Did you mean {close}?" if close else ""
+    return RegistryError(f"unknown {kind} {name!r}.{hint} Known: {sorted(known)}")
+
+
+def get_release(name: str) -> Release:
+    """The registered release called ``name``; unknown names get an error listing close matches."""
+    if name not in RELEASES:
+        raise _unknown("crosscoder release", name, RELEASES)
+    return RELEASES[name]
+
+
+def get_pair(name: str) -> Pair:
+    """The registered pair called ``name``; unknown names get an error listing close matches."""
+    if name not in PAIRS:
+        raise _unknown("model pair", name, PAIRS)
+    return PAIRS[name]
+
+
+def register_release(release_: Release) -> Release:
+    """Add (or replace) a release; its pair must be registered."""
+    get_pair(release_.pair)
+    RELEASES[release_.name] = release_
+    return release_
+
+
+def register_pair(name: str, base: str, chat: str, *, release: str | None = None, hook_point: str | None = None,
+                  data: dict[str, Any] | None = None, settings: dict[str, Any] | None = None, gated: bool = False,
+                  min_gpu_gib: float = 0.0, like: str = "toy") -> Pair:
+    """Register your own pair so that every notebook accepts it by name (``PAIR = name``).
+
+    Give either a ``release`` (its hook point becomes the pair's site) or a ``hook_point``. ``settings``
+    start from those of the pair named by ``like`` and are overridden by name.
+    """
+    if (release is None) == (hook_point is None):
+        raise RegistryError(f"pair {name!r}: give exactly one of release= or hook_point=")
+    if release is not None:
+        get_release(release)  # raises on an unknown release
+    template = get_pair(like)
+    registered = Pair(name=name, base=base, chat=chat, release=release, data=dict(data or {"kind": "none"}),
+                      gated=gated, min_gpu_gib=min_gpu_gib, settings=template.settings_with(**(settings or {})),
+                      hook_point_override=hook_point)
+    PAIRS[name] = registered
+    return registered

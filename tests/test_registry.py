@@ -1,0 +1,103 @@
+"""The registry file, your own pairs, load_diff, and loading that never builds behind your back."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from helpers import registry
+from helpers.diff import HookPointMismatchError, load_diff
+from helpers.files import MissingAssetError
+from helpers.notebook import choose_pair
+from helpers.registry import RegistryError, get_pair, get_release, register_pair
+from helpers.releases import load_release
+
+
+def test_every_pair_names_a_release_of_its_own():
+    for name, pair in registry.PAIRS.items():
+        release = get_release(pair.release)
+        assert release.pair == name and pair.hook_point == release.hook_point
+        assert set(registry.PAIRS["toy"].settings) == set(pair.settings), f"{name} lacks knobs the notebooks read"
+
+
+def test_expected_metrics_and_formats_are_checked():
+    with pytest.raises(RegistryError, match="unknown expected metrics"):
+        registry.Release(name="x", pair="toy", hook_point="blocks.0.hook_resid_pre", format="native", asset="x",
+                         expected={"fve": 0.9})
+    with pytest.raises(RegistryError, match="format must be"):
+        registry.Release(name="x", pair="toy", hook_point="blocks.0.hook_resid_pre", format="pickle", asset="x")
+    with pytest.raises(RegistryError, match="exactly one source"):
+        registry.Release(name="x", pair="toy", hook_point="blocks.0.hook_resid_pre", format="native")
+
+
+def test_unknown_names_suggest_close_matches():
+    with pytest.raises(RegistryError, match="Did you mean \\['toy-l3'\\]"):
+        get_release("toy-13")
+    with pytest.raises(RegistryError, match="Did you mean \\['gemma-2-2b'\\]"):
+        get_pair("gemma-2b")
+
+
+def test_register_your_own_pair(monkeypatch):
+    monkeypatch.setattr(registry, "PAIRS", dict(registry.PAIRS))
+    mine = register_pair("mine", "org/base", "org/chat", hook_point="blocks.5.hook_resid_pre",
+                         settings={"seq_len": 256})
+    assert mine.hook_point == "blocks.5.hook_resid_pre" and mine.settings["seq_len"] == 256
+    assert mine.settings["stat_tokens"] == get_pair("toy").settings["stat_tokens"]
+    assert mine.settings_with(stat_tokens=7)["stat_tokens"] == 7
+    with pytest.raises(RegistryError, match="unknown setting"):
+        mine.settings_with(stat_tokns=7)
+    monkeypatch.setattr("helpers.notebook.PAIRS", registry.PAIRS)
+    monkeypatch.delenv("CROSSCODER_PAIR", raising=False)
+    assert choose_pair("mine") == "mine"
+    with pytest.raises(RegistryError, match="exactly one of release= or hook_point="):
+        register_pair("other", "a/b", "a/c")
+    with pytest.raises(RegistryError, match="unknown crosscoder release"):
+        register_pair("other", "a/b", "a/c", release="nope")
+
+
+def test_missing_asset_is_an_error_naming_the_rebuild(tmp_path, monkeypatch):
+    """Loading never trains: a missing packaged release names `python -m helpers.recipes toy-release`."""
+    moved = tmp_path / "assets"
+    shutil.copytree(registry.ASSETS / "toy_release", moved / "toy_release")
+    (moved / "toy_release" / "crosscoder.safetensors").unlink()
+    monkeypatch.setattr(registry, "ASSETS", moved)
+    with pytest.raises(MissingAssetError, match="python -m helpers.recipes toy-release"):
+        load_release("toy-l3")
+
+
+def test_missing_toy_pair_is_an_error_naming_the_build(tmp_path, monkeypatch):
+    from helpers.toy import toy_pair_path
+
+    monkeypatch.setenv("CROSSCODER_TOY_DIR", str(tmp_path / "empty"))
+    with pytest.raises(MissingAssetError, match=f"python -m helpers.toy --out {tmp_path / 'empty'}"):
+        toy_pair_path()
+    assert not (tmp_path / "empty").exists(), "nothing was built"
+
+
+def test_load_diff_loads_the_pair_at_the_release_site():
+    diff = load_diff("toy")
+    assert diff.hook_point == diff.crosscoder.cfg.hook_point == get_release("toy-l3").hook_point
+    assert diff.settings == get_pair("toy").settings and not diff.crosscoder.training
+    again = load_diff(diff.crosscoder, diff.pair)
+    assert again.crosscoder is diff.crosscoder and again.release is None
+    with pytest.raises(HookPointMismatchError, match="belongs to pair 'gemma-2-2b'"):
+        load_diff("toy", release="gemma-2-2b-l13-batchtopk")
+    with pytest.raises(TypeError):
+        load_diff("toy", diff.pair)
+
+
+def test_a_checkpoint_that_contradicts_the_registry_is_refused(tmp_path, monkeypatch):
+    import json
+
+    from helpers.checkpoints import CheckpointError
+
+    moved = tmp_path / "assets"
+    shutil.copytree(registry.ASSETS / "toy_release", moved / "toy_release")
+    cfg_file = moved / "toy_release" / "cfg.json"
+    cfg = json.loads(cfg_file.read_text())
+    cfg["hook_point"] = "blocks.2.hook_resid_pre"
+    cfg_file.write_text(json.dumps(cfg))
+    monkeypatch.setattr(registry, "ASSETS", moved)
+    with pytest.raises(CheckpointError, match="records hook point 'blocks.2.hook_resid_pre'"):
+        load_release("toy-l3")
