@@ -5,15 +5,19 @@ steps, the learning rate decayed linearly to 0 over the last 20%, gradients clip
 top-k variants ``k`` can be annealed from ``k_start`` down to the crosscoder's ``k``; their aux-k loss
 is part of ``CrossCoder.losses``. Checkpoints (every ``checkpoint_every`` steps, on Ctrl-C, and at the
 end) hold the crosscoder, the optimiser, the step, the buffer position and the RNG states, so that
-``Trainer.resume`` continues exactly; a NaN or Inf loss stops training with an error and leaves the
-last good checkpoint in place.
+``Trainer.resume`` continues exactly (``helpers.run_folder`` keeps them safe on disk).
+
+Interrupts take effect between steps: Ctrl-C (SIGINT, also Jupyter's stop button) lets the step in
+progress finish, saves a checkpoint and returns; a second Ctrl-C stops at once without saving (the last
+complete checkpoint stays as it was). A NaN or Inf loss or gradient stops training before the optimiser
+touches the weights, with an error naming the last good checkpoint, which therefore holds finite weights.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -23,16 +27,17 @@ from tqdm.auto import tqdm
 
 from .checkpoints import load, save
 from .crosscoder import CrossCoder
-from .files import write_atomically, write_json
+from .files import read_json, write_json
 from .registry import model_roles
+from .run_folder import RunFolder, latest_checkpoint, new_run_id, run_id_of
+from .validation import optional_positive_int, positive_int, real
 
 TRAINER_STATE = "trainer_state.pt"
 TRAIN_CONFIG = "train_config.json"
-LATEST = "latest.txt"
 
 
 class TrainingDivergedError(RuntimeError):
-    """The loss became NaN or Inf."""
+    """The loss or a gradient became NaN or Inf."""
 
 
 @dataclass
@@ -59,6 +64,29 @@ class TrainConfig:
     checkpoint_dir: str | None = None
     keep_checkpoints: int = 2
     wandb_project: str | None = None
+
+    def __post_init__(self) -> None:
+        positive_int("num_tokens", self.num_tokens)
+        positive_int("batch_size", self.batch_size)
+        if self.num_tokens < self.batch_size:
+            raise ValueError(f"num_tokens ({self.num_tokens}) must be at least one batch ({self.batch_size})")
+        real("lr", self.lr, 0, low_open=True)
+        real("beta1", self.beta1, 0, 1, high_open=True)
+        real("beta2", self.beta2, 0, 1, high_open=True)
+        real("l1_coeff", self.l1_coeff, 0)
+        for name in ("l1_warmup_frac", "lr_decay_frac", "k_anneal_frac"):
+            real(name, getattr(self, name), 0, 1)
+        if self.grad_clip is not None:
+            real("grad_clip", self.grad_clip, 0, low_open=True)
+        optional_positive_int("k_start", self.k_start)
+        positive_int("seed", self.seed, minimum=0)
+        positive_int("log_every", self.log_every)
+        optional_positive_int("checkpoint_every", self.checkpoint_every)
+        positive_int("keep_checkpoints", self.keep_checkpoints)
+        if self.checkpoint_dir is not None:
+            if not isinstance(self.checkpoint_dir, (str, Path)) or not str(self.checkpoint_dir):
+                raise ValueError(f"checkpoint_dir must be a folder path or None, got {self.checkpoint_dir!r}")
+            self.checkpoint_dir = str(self.checkpoint_dir)
 
     @property
     def total_steps(self) -> int:
@@ -101,55 +129,59 @@ class Trainer:
         self.step = 0
         self.history: list[dict] = []
         self.last_checkpoint: Path | None = None
+        self.run_id = new_run_id()
+        self._run_folder: RunFolder | None = None
+        self._stop_requested = False
         self._wandb = None
         torch.manual_seed(cfg.seed)
 
     # ------------------------------------------------------------------ checkpoints
 
     def save_checkpoint(self) -> Path | None:
-        """Write ``checkpoint_dir/step_NNNNNNN`` and point ``latest.txt`` at it (both atomically)."""
+        """Write ``checkpoint_dir/step_NNNNNNN`` and point ``latest.txt`` at it (see ``helpers.run_folder``)."""
         if not self.cfg.checkpoint_dir:
             return None
-        root = Path(self.cfg.checkpoint_dir)
-        final = root / f"step_{self.step:07d}"
-        staging = root / f".{final.name}.partial"
-        shutil.rmtree(staging, ignore_errors=True)
-        save(self.crosscoder, staging, extra_cfg={"train_config": asdict(self.cfg), "step": self.step})
+        if self._run_folder is None:
+            self._run_folder = RunFolder(self.cfg.checkpoint_dir, self.run_id, self.cfg.keep_checkpoints)
+        not_finite = [name for name, p in self.crosscoder.named_parameters() if not torch.isfinite(p).all()]
+        if not_finite:
+            raise TrainingDivergedError(f"refusing to checkpoint non-finite weights {not_finite} at step {self.step}; "
+                                        f"the last good checkpoint is {self.last_checkpoint or 'none'}")
         state = {
             "step": self.step,
+            "run_id": self.run_id,
             "optimizer": self.optimizer.state_dict(),
             "buffer": self.buffer.state_dict(),
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "history": self.history,
         }
-        torch.save(state, staging / TRAINER_STATE)
-        write_json(staging / TRAIN_CONFIG, asdict(self.cfg))
-        shutil.rmtree(final, ignore_errors=True)
-        staging.rename(final)
-        write_atomically(root / LATEST, lambda tmp: tmp.write_text(final.name))
-        self.last_checkpoint = final
-        for old in sorted(root.glob("step_*"))[: -self.cfg.keep_checkpoints]:
-            shutil.rmtree(old)
-        return final
+
+        def write(folder: Path) -> None:
+            save(self.crosscoder, folder, extra_cfg={"train_config": asdict(self.cfg), "step": self.step})
+            torch.save(state, folder / TRAINER_STATE)
+            write_json(folder / TRAIN_CONFIG, asdict(self.cfg))
+
+        self.last_checkpoint = self._run_folder.write(self.step, write)
+        return self.last_checkpoint
 
     @staticmethod
     def latest_checkpoint(checkpoint_dir: str | Path) -> Path:
-        pointer = Path(checkpoint_dir) / LATEST
-        if not pointer.exists():
-            raise FileNotFoundError(f"no checkpoint in {checkpoint_dir} (no {LATEST})")
-        return Path(checkpoint_dir) / pointer.read_text().strip()
+        """The checkpoint ``checkpoint_dir/latest.txt`` names (checked to exist)."""
+        return latest_checkpoint(checkpoint_dir)
 
     @classmethod
     def resume(cls, checkpoint_dir: str | Path, buffer, device: str | torch.device = "cpu") -> Trainer:
         """Rebuild a trainer from the latest checkpoint in ``checkpoint_dir``; ``buffer`` must be built
         like the original (same source and settings); it is rewound to where training stopped."""
-        folder = cls.latest_checkpoint(checkpoint_dir)
-        cfg = TrainConfig.from_dict(json.loads((folder / TRAIN_CONFIG).read_text()))
+        folder = latest_checkpoint(checkpoint_dir)
+        cfg = TrainConfig.from_dict(read_json(folder / TRAIN_CONFIG))
+        cfg.checkpoint_dir = str(checkpoint_dir)
         trainer = cls(load(folder, device=device), buffer, cfg, device)
         state = torch.load(folder / TRAINER_STATE, map_location="cpu", weights_only=True)
         trainer.optimizer.load_state_dict(state["optimizer"])
         trainer.step, trainer.history = int(state["step"]), list(state["history"])
+        trainer.run_id = str(state.get("run_id") or run_id_of(checkpoint_dir) or trainer.run_id)
         trainer.last_checkpoint = folder
         buffer.load_state_dict(state["buffer"])
         torch.set_rng_state(state["rng_cpu"])
@@ -181,12 +213,53 @@ class Trainer:
             self._wandb.log(record, step=self.step)
         return record
 
+    def _request_stop(self, signum, frame) -> None:
+        """SIGINT handler: the first Ctrl-C stops after the step in progress; a second one stops at once."""
+        if self._stop_requested:
+            raise KeyboardInterrupt
+        self._stop_requested = True
+        print("\nstopping after this step (press Ctrl-C again to stop at once, without saving)")
+
+    def _step(self, end: int, started: float, progress) -> None:
+        """One optimiser step on the next batch, then logging and the periodic checkpoint."""
+        cfg, crosscoder = self.cfg, self.crosscoder
+        lr, l1_coeff = cfg.lr_at(self.step), cfg.l1_coeff_at(self.step)
+        k = cfg.k_at(self.step, crosscoder.cfg.k)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        x = self.buffer.next_batch(cfg.batch_size).to(self.device)
+        losses = crosscoder.losses(x, l1_coeff=l1_coeff, k=k)
+        if not math.isfinite(losses.total.item()):
+            raise TrainingDivergedError(
+                f"loss is {losses.total.item()} at step {self.step} (reconstruction "
+                f"{losses.reconstruction.item()}, input finite: {bool(torch.isfinite(x).all())}). "
+                f"Last good checkpoint: {self.last_checkpoint or 'none written'}. Lower lr or check the activations.")
+        self.optimizer.zero_grad(set_to_none=True)
+        losses.total.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(crosscoder.parameters(), cfg.grad_clip or math.inf)
+        if not torch.isfinite(grad_norm):
+            raise TrainingDivergedError(
+                f"gradient norm is {grad_norm.item()} at step {self.step} although the loss is finite; the weights "
+                f"were not updated. Last good checkpoint: {self.last_checkpoint or 'none written'}.")
+        self.optimizer.step()
+        self.step += 1
+        progress.update(1)
+        if self.step % cfg.log_every == 0 or self.step == end:
+            record = self._log(losses, lr, l1_coeff, k, time.time() - started)
+            progress.set_postfix(loss=f"{record['loss']:.3g}", l0=f"{record['l0']:.1f}",
+                                 fve=f"{record['explained_variance']:.3f}")
+        if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+            self.save_checkpoint()
+
     def train(self, steps: int | None = None) -> list[dict]:
         """Run ``steps`` more steps (default: to ``cfg.total_steps``); returns ``history``.
 
-        Ctrl-C saves a checkpoint and returns; a NaN / Inf loss raises ``TrainingDivergedError``.
+        Ctrl-C takes effect between steps: it saves a checkpoint and returns (see the module docstring).
+        A NaN / Inf loss or gradient raises ``TrainingDivergedError``.
         """
         cfg, crosscoder = self.cfg, self.crosscoder
+        if steps is not None:
+            positive_int("steps", steps)
         end = cfg.total_steps if steps is None else min(cfg.total_steps, self.step + steps)
         if cfg.wandb_project and self._wandb is None:
             import wandb
@@ -196,41 +269,25 @@ class Trainer:
         crosscoder.train()
         progress = tqdm(total=end - self.step, desc="training crosscoder")
         started = time.time()
+        self._stop_requested = False
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        previous_handler = signal.signal(signal.SIGINT, self._request_stop) if in_main_thread else None
         try:
-            while self.step < end:
-                lr, l1_coeff = cfg.lr_at(self.step), cfg.l1_coeff_at(self.step)
-                k = cfg.k_at(self.step, crosscoder.cfg.k)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr
-                x = self.buffer.next_batch(cfg.batch_size).to(self.device)
-                losses = crosscoder.losses(x, l1_coeff=l1_coeff, k=k)
-                if not math.isfinite(losses.total.item()):
-                    raise TrainingDivergedError(
-                        f"loss is {losses.total.item()} at step {self.step} (reconstruction "
-                        f"{losses.reconstruction.item()}, input finite: {bool(torch.isfinite(x).all())}). "
-                        f"Last good checkpoint: {self.last_checkpoint or 'none written'}. "
-                        "Lower lr or check the activations."
-                    )
-                self.optimizer.zero_grad(set_to_none=True)
-                losses.total.backward()
-                torch.nn.utils.clip_grad_norm_(crosscoder.parameters(), cfg.grad_clip)
-                self.optimizer.step()
-                self.step += 1
-                progress.update(1)
-                if self.step % cfg.log_every == 0 or self.step == end:
-                    record = self._log(losses, lr, l1_coeff, k, time.time() - started)
-                    progress.set_postfix(loss=f"{record['loss']:.3g}", l0=f"{record['l0']:.1f}",
-                                         fve=f"{record['explained_variance']:.3f}")
-                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
-                    self.save_checkpoint()
+            while self.step < end and not self._stop_requested:
+                self._step(end, started, progress)
         except KeyboardInterrupt:
+            print(f"stopped mid-step at step {self.step}, nothing saved; the last complete checkpoint is "
+                  f"{self.last_checkpoint or 'none'}")
+            return self.history
+        finally:
+            if in_main_thread:
+                signal.signal(signal.SIGINT, previous_handler)
+            progress.close()
+            crosscoder.eval()
+        if self._stop_requested:
             where = self.save_checkpoint()
             print(f"interrupted at step {self.step}; " + (f"checkpoint saved to {where}" if where else
                                                           "set checkpoint_dir to keep progress on interruption"))
-            return self.history
-        finally:
-            progress.close()
-            crosscoder.eval()
-        if cfg.checkpoint_dir and self.step == end:
+        elif cfg.checkpoint_dir and self.step == end:
             self.save_checkpoint()
         return self.history

@@ -66,3 +66,23 @@ class SyntheticSource:
 
     def load_state_dict(self, state: dict) -> None:
         self.position = state["position"]
+
+
+def tiny_trainer(checkpoint_dir, activation: str = "relu", nan_after: int | None = None, steps: int = 40,
+                 **train_kwargs):
+    """A small deterministic Trainer on ``SyntheticSource`` (the same one every time for the same arguments)."""
+    from helpers.buffer import ShufflingBuffer
+    from helpers.crosscoder import CrossCoder, CrossCoderConfig
+    from helpers.training import TrainConfig, Trainer
+
+    cfg = CrossCoderConfig(d_model=8, d_hidden=32, activation=activation, k=4 if activation != "relu" else None,
+                           dead_after_tokens=64, seed=1)
+    settings = dict(num_tokens=32 * steps, batch_size=32, lr=1e-2, l1_coeff=0.05, log_every=1,
+                    checkpoint_dir=None if checkpoint_dir is None else str(checkpoint_dir)) | train_kwargs
+    return Trainer(CrossCoder(cfg), tiny_buffer(nan_after), TrainConfig(**settings))
+
+
+def tiny_buffer(nan_after: int | None = None):
+    from helpers.buffer import ShufflingBuffer
+
+    return ShufflingBuffer(SyntheticSource(nan_after=nan_after), buffer_tokens=96, seed=3)

@@ -11,7 +11,7 @@ import helpers
 PACKAGE = Path(helpers.__file__).parent
 # The pipeline, earliest first: a module may import only from modules in earlier (or its own) layers.
 LAYERS: list[set[str]] = [
-    {"files", "dtypes", "registry", "toy_corpus"},
+    {"files", "dtypes", "validation", "registry", "toy_corpus"},
     {"data"},
     {"behaviour"},
     {"toy"},
@@ -21,6 +21,7 @@ LAYERS: list[set[str]] = [
     {"crosscoder_config"},
     {"crosscoder"},
     {"checkpoints"},
+    {"run_folder"},
     {"training"},
     {"releases"},
     {"diff"},

@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import pytest
 import torch
 
 from helpers.buffer import ShufflingBuffer
 from helpers.checkpoints import load
 from helpers.crosscoder import CrossCoder, CrossCoderConfig
+from helpers.run_folder import CheckpointDirError
 from helpers.training import TrainConfig, Trainer, TrainingDivergedError
 
-from .fakes import SyntheticSource
+from .fakes import SyntheticSource, tiny_trainer
 
 
 def make(tmp_path, activation="relu", nan_after=None, name="run", **train_kwargs):
-    cfg = CrossCoderConfig(d_model=8, d_hidden=32, activation=activation, k=4 if activation != "relu" else None,
-                           dead_after_tokens=64, seed=1)
-    buffer = ShufflingBuffer(SyntheticSource(nan_after=nan_after), buffer_tokens=96, seed=3)
-    settings = dict(num_tokens=32 * 40, batch_size=32, lr=1e-2, l1_coeff=0.05, log_every=1,
-                    checkpoint_dir=str(tmp_path / name)) | train_kwargs
-    train_cfg = TrainConfig(**settings)
-    return Trainer(CrossCoder(cfg), buffer, train_cfg)
+    return tiny_trainer(tmp_path / name, activation, nan_after, **train_kwargs)
 
 
 def test_schedule_warmup_and_decay():
@@ -60,18 +58,141 @@ def test_nan_stops_with_clear_error_and_loadable_checkpoint(tmp_path):
     assert all(torch.isfinite(p).all() for p in crosscoder.parameters())
 
 
-def test_ctrl_c_saves_a_checkpoint(tmp_path):
+def interrupt_on_call(trainer, calls_to_interrupt: set[int]):
+    """Send this process a real SIGINT from inside the buffer on the given ``next_batch`` calls (mid-step)."""
+    original, calls = trainer.buffer.next_batch, {"n": 0}
+
+    def interrupting(batch_size):
+        calls["n"] += 1
+        if calls["n"] in calls_to_interrupt:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(batch_size)
+
+    trainer.buffer.next_batch = interrupting
+
+
+def test_ctrl_c_finishes_the_step_saves_and_resumes_exactly(tmp_path):
+    straight = make(tmp_path, name="straight")
+    straight.train()
     trainer = make(tmp_path)
+    interrupt_on_call(trainer, {8})
+    trainer.train()
+    assert trainer.step == 8, "the interrupted step completes"
+    assert Trainer.latest_checkpoint(tmp_path / "run").name == "step_0000008"
+    resumed = Trainer.resume(tmp_path / "run", ShufflingBuffer(SyntheticSource(), buffer_tokens=96, seed=3))
+    resumed.train()
+    for name, tensor in straight.crosscoder.state_dict().items():
+        assert torch.equal(resumed.crosscoder.state_dict()[name], tensor), name
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "the handler is restored"
+
+
+def test_second_ctrl_c_stops_at_once_without_saving(tmp_path):
+    trainer = make(tmp_path, checkpoint_every=5)
     original = trainer.buffer.next_batch
     calls = {"n": 0}
 
     def interrupting(batch_size):
         calls["n"] += 1
         if calls["n"] == 8:
-            raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
         return original(batch_size)
 
     trainer.buffer.next_batch = interrupting
     trainer.train()
-    assert trainer.step == 7
-    assert Trainer.latest_checkpoint(tmp_path / "run").name == "step_0000007"
+    assert Trainer.latest_checkpoint(tmp_path / "run").name == "step_0000005", "the last complete one stays"
+
+
+def test_fresh_run_refuses_a_folder_of_another_run(tmp_path):
+    first = make(tmp_path, checkpoint_every=10)
+    first.train()
+    before = sorted(p.name for p in (tmp_path / "run").iterdir())
+    second = make(tmp_path, checkpoint_every=10)
+    with pytest.raises(CheckpointDirError, match="holds the checkpoints of another run.*Trainer.resume"):
+        second.train()
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == before, "nothing there was changed"
+    assert load(Trainer.latest_checkpoint(tmp_path / "run")) is not None
+
+
+def test_rotation_keeps_the_newest_and_latest_always_complete(tmp_path):
+    trainer = make(tmp_path, checkpoint_every=3, keep_checkpoints=2)
+    trainer.train()
+    names = sorted(p.name for p in (tmp_path / "run").iterdir() if p.name.startswith("step_"))
+    assert names == ["step_0000039", "step_0000040"]
+    assert not list((tmp_path / "run").glob(".step_*")), "no staging or trash left"
+
+
+def test_saving_a_step_twice_writes_it_once(tmp_path):
+    """A periodic save at the last step and the final save: the second leaves the first in place."""
+    trainer = make(tmp_path, checkpoint_every=40)
+    trainer.train()
+    folder = Trainer.latest_checkpoint(tmp_path / "run")
+    stamp = (folder / "crosscoder.safetensors").stat().st_mtime_ns
+    assert trainer.save_checkpoint() == folder
+    assert (folder / "crosscoder.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_latest_pointing_at_a_missing_folder_is_a_clear_error(tmp_path):
+    trainer = make(tmp_path, checkpoint_every=10)
+    trainer.train()
+    (tmp_path / "run" / "latest.txt").write_text("step_0000099")
+    with pytest.raises(CheckpointDirError, match="names 'step_0000099'.*checkpoints there"):
+        Trainer.latest_checkpoint(tmp_path / "run")
+
+
+def test_non_finite_gradient_stops_before_the_weights_change(tmp_path):
+    trainer = make(tmp_path, checkpoint_every=5)
+    original = trainer.crosscoder.losses
+
+    def poisoned(x, **kwargs):
+        losses = original(x, **kwargs)
+        if trainer.step == 12:  # + sqrt(|b - b|): adds exactly 0 to the loss, and a NaN to b_enc's gradient
+            b_enc = trainer.crosscoder.b_enc
+            losses.total = losses.total + (b_enc - b_enc.detach()).abs().sqrt().sum()
+        return losses
+
+    trainer.crosscoder.losses = poisoned
+    with pytest.raises(TrainingDivergedError, match="gradient norm is nan at step 12 although the loss is finite"):
+        trainer.train()
+    assert all(torch.isfinite(p).all() for p in trainer.crosscoder.parameters()), "the weights were not updated"
+    crosscoder = load(Trainer.latest_checkpoint(tmp_path / "run"))
+    assert all(torch.isfinite(p).all() for p in crosscoder.parameters())
+
+
+def test_disk_full_cleans_up_and_names_the_last_checkpoint(tmp_path, monkeypatch):
+    import errno
+
+    trainer = make(tmp_path, checkpoint_every=5)
+    trainer.train(steps=5)
+    real_save = torch.save
+
+    def full_disk(obj, path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(CheckpointDirError, match="could not write checkpoint step_0000010.*No space left.*step_0000005"):
+        trainer.train(steps=5)
+    monkeypatch.setattr(torch, "save", real_save)
+    assert not list((tmp_path / "run").glob(".step_*")), "the staging folder is gone"
+    assert Trainer.latest_checkpoint(tmp_path / "run").name == "step_0000005"
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("grad_clip", -1.0, "grad_clip must lie in"),
+    ("lr", 0, "lr must lie in"),
+    ("batch_size", -4, "batch_size must be an integer"),
+    ("num_tokens", 16, "at least one batch"),
+    ("l1_warmup_frac", 1.5, "l1_warmup_frac must lie in"),
+    ("keep_checkpoints", 0, "keep_checkpoints must be an integer >= 1"),
+    ("lr", "1e-3", "lr must be a finite number"),
+    ("checkpoint_every", 2.5, "checkpoint_every must be an integer"),
+    ("seed", True, "seed must be an integer"),
+])
+def test_train_config_refuses_bad_values(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**{"num_tokens": 32 * 40, "batch_size": 32, field: value})
+
+
+def test_train_steps_must_be_positive(tmp_path):
+    with pytest.raises(ValueError, match="steps must be an integer >= 1"):
+        make(tmp_path).train(steps=-3)

@@ -1,0 +1,39 @@
+"""Argument checks shared by configs, buffers and sources: each error names the value and what was expected."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+def positive_int(name: str, value: Any, minimum: int = 1) -> int:
+    """``value`` if it is an integer (not a bool) ``>= minimum``; a ``ValueError`` naming ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def optional_positive_int(name: str, value: Any, minimum: int = 1) -> int | None:
+    return None if value is None else positive_int(name, value, minimum)
+
+
+def real(name: str, value: Any, low: float = -math.inf, high: float = math.inf, *, low_open: bool = False,
+         high_open: bool = False) -> float:
+    """``value`` as a float if it is a finite number in the range; a ``ValueError`` naming ``name`` otherwise.
+
+    ``low_open`` / ``high_open`` exclude the ends (``real("lr", lr, 0, low_open=True)`` means lr > 0).
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    too_low = value <= low if low_open else value < low
+    too_high = value >= high if high_open else value > high
+    if too_low or too_high:
+        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        raise ValueError(f"{name} must lie in {interval}, got {value!r}")
+    return float(value)
+
+
+def one_of(name: str, value: Any, choices: tuple) -> Any:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
