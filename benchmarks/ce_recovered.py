@@ -90,7 +90,7 @@ def main() -> None:
         site = pair.at(hook)
         splice_metrics(site, crosscoder, batches[:1], progress=False)  # warm-up
         eight_pass_metrics(pair, crosscoder, batches[:1])
-        ours_s, ours = timed(lambda cc=crosscoder: splice_metrics(site, cc, batches, progress=False))
+        ours_s, ours = timed(lambda cc=crosscoder, at=site: splice_metrics(at, cc, batches, progress=False))
         ref_s, ref = timed(lambda cc=crosscoder: eight_pass_metrics(pair, cc, batches))
         ours_values = torch.tensor(ours[["clean_loss", "spliced_loss", "ablated_loss", "kl_spliced"]].to_numpy())
         max_diff = (ours_values - ref).abs().max().item()

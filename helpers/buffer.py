@@ -12,7 +12,6 @@ numbers plus the source's position at the chunk's start: resuming re-draws that 
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Protocol
@@ -21,17 +20,30 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .dtypes import DTYPES
-from .files import write_atomically, write_json
+from .data import SourceExhaustedError, source_fingerprint
+from .dtypes import canonical_dtype_name, parse_dtype
+from .files import read_json, write_atomically, write_json
 from .sites import harvest
+from .validation import positive_int
+
+
+class DiskCacheError(ValueError):
+    """A disk cache that does not hold what it should: other settings, or shards that contradict its metadata."""
 
 
 class ActivationSource(Protocol):
     """Anything that yields raw paired activations ``[n, n_models, d_model]`` and can rewind to a state."""
 
     def next_activations(self, n: int) -> torch.Tensor: ...
+    def fingerprint(self) -> dict: ...
     def state_dict(self) -> dict: ...
     def load_state_dict(self, state: dict) -> None: ...
+
+
+def _model_label(model) -> str:
+    """A model's Hub id, or for a local folder its name (so a moved checkout still recognises its caches)."""
+    name = str(getattr(model.cfg, "model_name", type(model).__name__))
+    return Path(name).name if Path(name).is_dir() else name
 
 
 class HarvestingSource:
@@ -58,7 +70,14 @@ class HarvestingSource:
         self.tokens_harvested += acts.shape[0]
         return acts
 
+    def fingerprint(self) -> dict:
+        """What these activations are: models, site, width and the token source's own fingerprint."""
+        return {"models": [_model_label(m) for m in self.models],
+                "hook_point": self.hook_point, "d_model": int(self.models[0].cfg.d_model),
+                "tokens": source_fingerprint(self.token_source)}
+
     def next_activations(self, n: int) -> torch.Tensor:
+        positive_int("n", n)
         chunks, have = [self._pending], self._pending.shape[0]
         while have < n:
             chunks.append(self._harvest_batch())
@@ -110,17 +129,14 @@ class ShufflingBuffer:
                  d_model: int | None = None):
         if (buffer_tokens is None) == (memory_gib is None):
             raise ValueError("give exactly one of buffer_tokens or memory_gib")
-        if storage_dtype not in DTYPES:
-            raise ValueError(f"storage_dtype must be one of {sorted(DTYPES)}, got {storage_dtype!r}")
-        self.source, self.seed, self.storage_dtype = source, seed, DTYPES[storage_dtype]
+        self.source, self.seed, self.storage_dtype = source, seed, parse_dtype(storage_dtype, "storage_dtype")
+        positive_int("seed", seed, minimum=0)
         if memory_gib is not None:
             if n_models is None or d_model is None:
                 raise ValueError("memory_gib needs n_models and d_model to size the buffer")
             bytes_per = n_models * d_model * torch.finfo(self.storage_dtype).bits // 8
             buffer_tokens = int(memory_gib * 2**30 // bytes_per)
-        if buffer_tokens <= 0:
-            raise ValueError(f"the buffer must hold at least one activation, got {buffer_tokens}")
-        self.buffer_tokens = buffer_tokens
+        self.buffer_tokens = positive_int("buffer_tokens", buffer_tokens)
         self.chunk, self.pointer = -1, 0
         self._chunk_start_state: dict = {}
         self._storage = torch.empty(0)
@@ -136,7 +152,7 @@ class ShufflingBuffer:
 
     def next_batch(self, batch_size: int) -> torch.Tensor:
         """``batch_size`` activations never served before, ``[batch_size, n_models, d_model]`` (float32)."""
-        parts, need = [], batch_size
+        parts, need = [], positive_int("batch_size", batch_size)
         while need:
             if self.pointer >= self._order.numel():
                 self._draw_chunk()
@@ -145,6 +161,11 @@ class ShufflingBuffer:
             self.pointer += take.numel()
             need -= take.numel()
         return torch.cat(parts).float()
+
+    def fingerprint(self) -> dict:
+        """What this buffer serves: its source's fingerprint and the settings that fix the order."""
+        return {"source": source_fingerprint(self.source), "buffer_tokens": self.buffer_tokens, "seed": self.seed,
+                "storage_dtype": str(self.storage_dtype).removeprefix("torch.")}
 
     def state_dict(self) -> dict:
         return {"chunk": self.chunk, "pointer": self.pointer, "chunk_start": self._chunk_start_state}
@@ -165,51 +186,116 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
         np.save(file, array)
 
 
+def _cache_fingerprint(source: ActivationSource, n_tokens: int, shard_tokens: int, storage_dtype: str) -> dict:
+    return {"source": source_fingerprint(source), "n_tokens": n_tokens, "shard_tokens": shard_tokens,
+            "storage_dtype": canonical_dtype_name(storage_dtype)}
+
+
+def _differences(stored: dict, wanted: dict, prefix: str = "") -> list[str]:
+    """The keys whose values differ between two (nested) fingerprints, as ``key: stored -> wanted``."""
+    found = []
+    for key in sorted(set(stored) | set(wanted)):
+        a, b = stored.get(key), wanted.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            found += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            found.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return found
+
+
 def write_disk_cache(source: ActivationSource, folder: str | Path, n_tokens: int, shard_tokens: int = 262_144,
                      storage_dtype: str = "bfloat16", metadata: dict | None = None) -> Path:
     """Harvest ``n_tokens`` activations once into ``folder`` as memory-mappable ``.npy`` shards.
 
-    Resumable: finished shards (written atomically) are kept, and a rerun continues after them.
-    bfloat16 is stored as its raw 16 bits (numpy has no bfloat16) and viewed back on read.
+    Resumable: finished shards (written atomically) are kept, and a rerun with the same settings continues
+    after them. The cache carries a fingerprint (the source's models, hook point, width and token source,
+    ``n_tokens``, ``shard_tokens``, ``storage_dtype``): a rerun with other settings, or a folder holding
+    anything else, is refused with the differences listed, never mixed. bfloat16 is stored as its raw 16
+    bits (numpy has no bfloat16) and viewed back on read.
     """
+    positive_int("n_tokens", n_tokens)
+    positive_int("shard_tokens", shard_tokens)
     folder = Path(folder)
+    wanted = _cache_fingerprint(source, n_tokens, shard_tokens, storage_dtype)
+    progress_file, meta_file = folder / "progress.json", folder / "metadata.json"
+    recorded = progress_file if progress_file.exists() else meta_file if meta_file.exists() else None
+    if recorded is not None:
+        stored = read_json(recorded).get("fingerprint", {})
+        if stored != wanted:
+            raise DiskCacheError(f"{folder} is a cache of other activations; refusing to mix them. Differences "
+                                 f"(cached -> requested): {_differences(stored, wanted)}. Use another folder.")
+    elif folder.exists() and any(folder.iterdir()):
+        raise DiskCacheError(f"{folder} is not empty and holds no activation cache; refusing to write into it")
+    if meta_file.exists():
+        return folder  # complete, with these very settings
     folder.mkdir(parents=True, exist_ok=True)
     n_shards = math.ceil(n_tokens / shard_tokens)
-    progress_file = folder / "progress.json"
-    done = json.loads(progress_file.read_text()) if progress_file.exists() else {"shards": 0}
+    done = read_json(progress_file) if progress_file.exists() else {"shards": 0}
     if done["shards"]:
         source.load_state_dict(done["source_state"])
+    dtype = parse_dtype(storage_dtype, "storage_dtype")
     for shard in tqdm(range(done["shards"], n_shards), desc="caching activations", initial=done["shards"],
                       total=n_shards):
         size = min(shard_tokens, n_tokens - shard * shard_tokens)
-        acts = source.next_activations(size).to(DTYPES[storage_dtype])
+        acts = source.next_activations(size).to(dtype)
         array = acts.view(torch.int16).numpy() if acts.dtype == torch.bfloat16 else acts.numpy()
         write_atomically(folder / f"shard_{shard:05d}.npy", lambda tmp, a=array: _save_npy(tmp, a))
-        write_json(progress_file, {"shards": shard + 1, "source_state": source.state_dict()})
-    n_models, d_model = np.load(folder / "shard_00000.npy", mmap_mode="r").shape[1:] if n_shards else (0, 0)
-    write_json(folder / "metadata.json", {"n_tokens": n_tokens, "shard_tokens": shard_tokens, "n_shards": n_shards,
-                                          "storage_dtype": storage_dtype, "n_models": int(n_models),
-                                          "d_model": int(d_model), **(metadata or {})})
+        write_json(progress_file, {"shards": shard + 1, "source_state": source.state_dict(), "fingerprint": wanted})
+    n_models, d_model = np.load(folder / "shard_00000.npy", mmap_mode="r").shape[1:]
+    write_json(meta_file, {"n_tokens": n_tokens, "shard_tokens": shard_tokens, "n_shards": n_shards,
+                           "storage_dtype": wanted["storage_dtype"], "n_models": int(n_models),
+                           "d_model": int(d_model), "fingerprint": wanted, **(metadata or {})})
     return folder
+
+
+NUMPY_DTYPES = {"bfloat16": np.int16, "float32": np.float32, "float16": np.float16}
 
 
 class DiskCacheSource:
     """Reads activations from a cache written by ``write_disk_cache`` (memory-mapped, in order).
 
-    Raises ``StopIteration`` when the cache is exhausted, unless ``epochs`` > 1 allows re-reading it.
+    Every shard is checked against the metadata (count, rows, width, dtype) when the cache is opened; with
+    ``fingerprint`` (e.g. ``HarvestingSource.fingerprint()`` of the pair you mean to train on) the cache's
+    own fingerprint must match. Raises ``SourceExhaustedError`` when the cache is exhausted, unless
+    ``epochs`` > 1 allows re-reading it.
     """
 
-    def __init__(self, folder: str | Path, epochs: int = 1):
+    def __init__(self, folder: str | Path, epochs: int = 1, fingerprint: dict | None = None):
         self.folder = Path(folder)
         meta_file = self.folder / "metadata.json"
         if not meta_file.exists():
-            raise FileNotFoundError(f"{self.folder} is not a finished activation cache (no metadata.json)")
-        self.metadata = json.loads(meta_file.read_text())
-        self.epochs = epochs
-        self.shards = [np.load(self.folder / f"shard_{i:05d}.npy", mmap_mode="r")
-                       for i in range(self.metadata["n_shards"])]
+            state = "an unfinished cache (resume write_disk_cache)" if (self.folder / "progress.json").exists() else \
+                "not an activation cache"
+            raise FileNotFoundError(f"{self.folder} is {state}: no metadata.json")
+        self.metadata = read_json(meta_file)
+        cached = self.metadata.get("fingerprint", {})
+        if fingerprint is not None and cached.get("source") != fingerprint:
+            raise DiskCacheError(f"{self.folder} caches other activations than requested: "
+                                 f"{_differences(cached.get('source', {}), fingerprint)}")
+        self.epochs = positive_int("epochs", epochs)
+        self.shards = [self._open_shard(i) for i in range(int(self.metadata["n_shards"]))]
         self.offsets = np.cumsum([0] + [len(s) for s in self.shards])
         self.position = 0
+
+    def _open_shard(self, index: int) -> np.ndarray:
+        meta = self.metadata
+        path = self.folder / f"shard_{index:05d}.npy"
+        if not path.is_file():
+            raise DiskCacheError(f"{path} is missing; the cache's metadata lists {meta['n_shards']} shards")
+        try:
+            shard = np.load(path, mmap_mode="r")
+        except ValueError as error:
+            raise DiskCacheError(f"{path} is not a readable .npy shard: {error}") from error
+        rows = min(meta["shard_tokens"], meta["n_tokens"] - index * meta["shard_tokens"])
+        expected = (rows, meta["n_models"], meta["d_model"])
+        dtype = NUMPY_DTYPES[canonical_dtype_name(meta["storage_dtype"])]
+        if shard.shape != expected or shard.dtype != dtype:
+            raise DiskCacheError(f"{path} holds {shard.shape} {shard.dtype}, but the metadata says {expected} "
+                                 f"{np.dtype(dtype)}; the cache is corrupt or was mixed with another")
+        return shard
+
+    def fingerprint(self) -> dict:
+        return self.metadata.get("fingerprint", {}).get("source", {})
 
     def _read(self, start: int, stop: int) -> torch.Tensor:
         parts = []
@@ -218,12 +304,14 @@ class DiskCacheSource:
             if lo < hi:
                 parts.append(torch.from_numpy(np.array(shard[lo - self.offsets[index] : hi - self.offsets[index]])))
         acts = torch.cat(parts)
-        return acts.view(torch.bfloat16) if self.metadata["storage_dtype"] in ("bfloat16", "bf16") else acts
+        return acts.view(torch.bfloat16) if canonical_dtype_name(self.metadata["storage_dtype"]) == "bfloat16" else acts
 
     def next_activations(self, n: int) -> torch.Tensor:
+        positive_int("n", n)
         total = int(self.offsets[-1])
         if self.position + n > total * self.epochs:
-            raise StopIteration(f"activation cache {self.folder} ({total} tokens, epochs={self.epochs}) is exhausted")
+            raise SourceExhaustedError(f"activation cache {self.folder} ({total} tokens, epochs={self.epochs}) is "
+                                       f"exhausted: {self.position} served, {n} more requested")
         out, start = [], self.position
         while n:
             offset = start % total

@@ -112,27 +112,81 @@ def load(
     return crosscoder.to(device=device, dtype=dtype) if dtype else crosscoder.to(device)
 
 
-def _build(cfg: CrossCoderConfig, state: dict[str, torch.Tensor], source: Path) -> CrossCoder:
-    crosscoder = CrossCoder(cfg)
-    expected = {name: tuple(t.shape) for name, t in crosscoder.state_dict().items()}
-    for name, tensor in state.items():
-        if name in expected and tuple(tensor.shape) != expected[name]:
-            raise CheckpointError(f"{source}: {name} has shape {tuple(tensor.shape)}, expected {expected[name]}")
-    missing = {"W_enc", "W_dec", "b_enc", "b_dec"} - set(state)
+NATIVE_TENSORS = ("W_enc", "W_dec", "b_enc", "b_dec", "scale_factors", "activation_mean", "scaling_folded",
+                  "threshold", "tokens_since_fired")
+WEIGHTS = ("W_enc", "W_dec", "b_enc", "b_dec")
+
+
+def _config(fields_: dict, cfg_path: Path) -> CrossCoderConfig:
+    """A ``CrossCoderConfig`` from a checkpoint's fields; a bad value is a ``CheckpointError`` naming the file."""
+    try:
+        return CrossCoderConfig.from_dict(fields_)
+    except (ValueError, TypeError) as error:
+        raise CheckpointError(f"{cfg_path}: {error}") from error
+
+
+def _expected_shapes(cfg: CrossCoderConfig) -> dict[str, tuple[int, ...]]:
+    n, d, h = cfg.n_models, cfg.d_model, cfg.d_hidden
+    return {"W_enc": (n, d, h), "W_dec": (h, n, d), "b_enc": (h,), "b_dec": (n, d), "scale_factors": (n,),
+            "activation_mean": (n, d), "scaling_folded": (), "threshold": (), "tokens_since_fired": (h,)}
+
+
+def _check_shapes(cfg: CrossCoderConfig, shapes: dict[str, tuple[int, ...]], source: Path,
+                  required: tuple[str, ...]) -> None:
+    """Compare the file's tensor shapes with the config's before anything is allocated."""
+    missing = [name for name in required if name not in shapes]
     if missing:
-        raise CheckpointError(f"{source} lacks tensors {sorted(missing)}")
+        raise CheckpointError(f"{source} lacks tensors {missing} (it has {sorted(shapes)})")
+    for name, expected in _expected_shapes(cfg).items():
+        if name in shapes and tuple(shapes[name]) != expected:
+            raise CheckpointError(f"{source}: {name} has shape {tuple(shapes[name])}, but the config "
+                                  f"(d_model {cfg.d_model}, d_hidden {cfg.d_hidden}, n_models {cfg.n_models}) "
+                                  f"needs {expected}")
+
+
+def _build(cfg: CrossCoderConfig, state: dict[str, torch.Tensor], source: Path,
+           required: tuple[str, ...] = WEIGHTS) -> CrossCoder:
+    """A crosscoder from ``state`` after checking shapes, finiteness and scale factors against ``cfg``."""
+    _check_shapes(cfg, {name: tuple(t.shape) for name, t in state.items()}, source, required)
+    for name, tensor in state.items():
+        if name in _expected_shapes(cfg) and tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise CheckpointError(f"{source}: {name} holds {bad} NaN or infinite values; refusing to load it")
+    if "scale_factors" in state and not (state["scale_factors"] > 0).all():
+        raise CheckpointError(f"{source}: scale_factors must be positive, got {state['scale_factors'].tolist()}")
+    crosscoder = CrossCoder(cfg)
     own = crosscoder.state_dict()
-    crosscoder.load_state_dict(own | {name: tensor for name, tensor in state.items() if name in own})
+    loaded = {name: tensor.to(own[name].dtype) for name, tensor in state.items() if name in own}
+    crosscoder.load_state_dict(own | loaded)
     return crosscoder
 
 
+def _safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor shapes from a safetensors header, without reading the tensors."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as file:
+            return {name: tuple(file.get_slice(name).get_shape()) for name in file.keys()}
+    except Exception as error:  # noqa: BLE001 - safetensors raises its own error types
+        raise CheckpointError(f"{path} is not a readable safetensors file (truncated or corrupt?): {error}") from error
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except Exception as error:  # noqa: BLE001 - safetensors raises its own error types
+        raise CheckpointError(f"{path} is not a readable safetensors file (truncated or corrupt?): {error}") from error
+
+
 def _load_native(folder: Path, overrides: dict) -> CrossCoder:
-    cfg_path = folder / NATIVE_CFG
+    cfg_path, weights = folder / NATIVE_CFG, folder / NATIVE_WEIGHTS
     raw = read_json(cfg_path)
     for key in ("d_model", "d_hidden"):
         require(raw, key, cfg_path)
-    cfg = CrossCoderConfig.from_dict({**raw, **overrides})
-    return _build(cfg, load_file(str(folder / NATIVE_WEIGHTS)), folder / NATIVE_WEIGHTS)
+    cfg = _config({**raw, **overrides}, cfg_path)
+    _check_shapes(cfg, _safetensors_shapes(weights), weights, NATIVE_TENSORS)
+    return _build(cfg, _read_safetensors(weights), weights, NATIVE_TENSORS)
 
 
 def read_replication_state(path: Path) -> dict[str, torch.Tensor]:
@@ -144,6 +198,8 @@ def read_replication_state(path: Path) -> dict[str, torch.Tensor]:
             f"refused to load {path}: it is not a plain tensor state dict (its pickle asks to run code). "
             f"Only load such a file if you trust it, and convert it yourself. Detail: {error}"
         ) from error
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        raise CheckpointError(f"{path} is not a readable PyTorch file (truncated or corrupt?): {error}") from error
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path} does not hold a state dict of tensors")
     return state
@@ -156,11 +212,11 @@ def _load_replication(folder: Path, overrides: dict) -> CrossCoder:
     if enc_dtype not in DTYPES:
         raise CheckpointError(f"{cfg_path}: enc_dtype {enc_dtype!r} is not one of {sorted(DTYPES)}")
     state = read_replication_state(folder / REPLICATION_WEIGHTS)
-    n_models = state["W_enc"].shape[0] if "W_enc" in state else 2
-    cfg = CrossCoderConfig.from_dict(
+    n_models = state["W_enc"].shape[0] if "W_enc" in state and state["W_enc"].ndim == 3 else 2
+    cfg = _config(
         {
-            "d_model": int(require(raw, "d_in", cfg_path)),
-            "d_hidden": int(require(raw, "dict_size", cfg_path)),
+            "d_model": require(raw, "d_in", cfg_path),
+            "d_hidden": require(raw, "dict_size", cfg_path),
             "n_models": int(n_models),
             "activation": "relu",
             "dec_init_norm": float(raw.get("dec_init_norm", 0.08)),
@@ -168,7 +224,8 @@ def _load_replication(folder: Path, overrides: dict) -> CrossCoder:
             "hook_point": raw.get("hook_point"),
             "dtype": "float32" if enc_dtype in ("fp32", "float32") else enc_dtype,
             **overrides,
-        }
+        },
+        cfg_path,
     )
     return _build(cfg, state, folder / REPLICATION_WEIGHTS)
 
@@ -176,14 +233,18 @@ def _load_replication(folder: Path, overrides: dict) -> CrossCoder:
 def _load_dl(folder: Path, overrides: dict) -> CrossCoder:
     cfg_path = folder / DL_CFG
     raw = read_json(cfg_path)
-    state = load_file(str(folder / DL_WEIGHTS))
+    shapes = _safetensors_shapes(folder / DL_WEIGHTS)
     for name in ("encoder.weight", "encoder.bias", "decoder.weight", "decoder.bias"):
-        if name not in state:
+        if name not in shapes:
             raise CheckpointError(f"{folder / DL_WEIGHTS} lacks tensor {name!r}")
-    n_layers, d_model, d_hidden = state["encoder.weight"].shape
+    if len(shapes["encoder.weight"]) != 3:
+        raise CheckpointError(f"{folder / DL_WEIGHTS}: encoder.weight has shape {shapes['encoder.weight']}, "
+                              "expected [n_models, d_model, dict_size]")
+    n_layers, d_model, d_hidden = shapes["encoder.weight"]
     for key, actual in (("activation_dim", d_model), ("dict_size", d_hidden)):
         if key in raw and int(raw[key]) != actual:
             raise CheckpointError(f"{cfg_path}: {key}={raw[key]} but the weights say {actual}")
+    state = _read_safetensors(folder / DL_WEIGHTS)
     code_id = int(state["code_normalization_id"]) if "code_normalization_id" in state else 1
     if code_id not in DL_CODE_NORMALIZATIONS:
         raise CheckpointError(
@@ -192,7 +253,7 @@ def _load_dl(folder: Path, overrides: dict) -> CrossCoder:
         )
     k = state.get("k", raw.get("k"))
     activation = "batchtopk" if k is not None else "relu"
-    cfg = CrossCoderConfig.from_dict(
+    cfg = _config(
         {
             "d_model": int(d_model),
             "d_hidden": int(d_hidden),
@@ -202,7 +263,8 @@ def _load_dl(folder: Path, overrides: dict) -> CrossCoder:
             "code_normalization": DL_CODE_NORMALIZATIONS[code_id],
             "dtype": "float32",
             **overrides,
-        }
+        },
+        cfg_path,
     )
     ours: dict[str, torch.Tensor] = {
         "W_enc": state["encoder.weight"].float(),

@@ -27,6 +27,7 @@ from torch import nn
 
 from .crosscoder_config import CrossCoderConfig
 
+
 @dataclass
 class CrossCoderLosses:
     """What ``CrossCoder.losses`` returns. Scalars are 0-d tensors; ``total`` carries the graph.
@@ -101,12 +102,20 @@ class CrossCoder(nn.Module):
                 raise ValueError(f"activation_mean must be {expected}, got {tuple(mean.shape)}")
             self.activation_mean.copy_(mean)
 
+    def _check_trailing(self, x: torch.Tensor) -> None:
+        expected = (self.cfg.n_models, self.cfg.d_model)
+        if not isinstance(x, torch.Tensor) or x.ndim < 2 or tuple(x.shape[-2:]) != expected:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"activations must have shape [..., {expected[0]}, {expected[1]}], got {shape}")
+
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """Raw activations ``[..., n_models, d_model]`` -> the crosscoder's working space."""
+        self._check_trailing(x)
         return ((x - self.activation_mean.to(x.dtype)) * self.scale_factors.to(x.dtype)[:, None]).to(x.dtype)
 
     def denormalize(self, x: torch.Tensor) -> torch.Tensor:
         """Working-space activations ``[..., n_models, d_model]`` -> raw activations."""
+        self._check_trailing(x)
         return (x / self.scale_factors.to(x.dtype)[:, None] + self.activation_mean.to(x.dtype)).to(x.dtype)
 
     @torch.no_grad()
@@ -247,6 +256,7 @@ class CrossCoder(nn.Module):
         Losses are computed in the working (normalised) space, as in the replication. In training
         mode this also updates the dead-latent counters and the BatchTopK threshold.
         """
+        self._check_input(x)
         x_norm = x if normalized else self.normalize(x)
         if self.is_folded:
             x_norm = x_norm.to(self.W_enc.dtype)

@@ -11,6 +11,7 @@ from typing import Literal
 import torch
 
 from .dtypes import DTYPES
+from .validation import one_of, optional_positive_int, positive_int, real
 
 Activation = Literal["relu", "topk", "batchtopk"]
 CodeNormalization = Literal["crosscoder", "sae", "none"]
@@ -61,20 +62,27 @@ class CrossCoderConfig:
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
-        if self.n_models < 2:
-            raise ValueError(f"n_models must be >= 2, got {self.n_models}")
-        if self.d_model <= 0 or self.d_hidden <= 0:
-            raise ValueError(f"d_model and d_hidden must be positive, got {self.d_model}, {self.d_hidden}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
-        if self.code_normalization not in CODE_NORMALIZATIONS:
-            raise ValueError(
-                f"code_normalization must be one of {CODE_NORMALIZATIONS}, got {self.code_normalization!r}"
-            )
-        if self.activation != "relu" and (self.k is None or not 0 < self.k <= self.d_hidden):
-            raise ValueError(f"activation {self.activation!r} needs 0 < k <= d_hidden, got k={self.k}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+        positive_int("n_models", self.n_models, minimum=2)
+        positive_int("d_model", self.d_model)
+        positive_int("d_hidden", self.d_hidden)
+        one_of("activation", self.activation, ACTIVATIONS)
+        one_of("code_normalization", self.code_normalization, CODE_NORMALIZATIONS)
+        if self.activation != "relu" and (isinstance(self.k, bool) or not isinstance(self.k, int)
+                                          or not 0 < self.k <= self.d_hidden):
+            raise ValueError(f"activation {self.activation!r} needs an integer 0 < k <= d_hidden, got k={self.k!r}")
+        optional_positive_int("k", self.k)
+        real("dec_init_norm", self.dec_init_norm, 0, low_open=True)
+        optional_positive_int("aux_k", self.aux_k)
+        real("aux_k_coeff", self.aux_k_coeff, 0)
+        positive_int("dead_after_tokens", self.dead_after_tokens)
+        real("threshold_beta", self.threshold_beta, 0, 1)
+        positive_int("seed", self.seed, minimum=0)
+        if self.hook_point is not None and (not isinstance(self.hook_point, str) or not self.hook_point):
+            raise ValueError(f"hook_point must be a hook name such as 'blocks.14.hook_resid_pre' or None, "
+                             f"got {self.hook_point!r}")
+        one_of("dtype", self.dtype, tuple(DTYPES))
+        if not isinstance(self.model_names, list) or not all(isinstance(n, str) for n in self.model_names):
+            raise ValueError(f"model_names must be a list of strings, got {self.model_names!r}")
         if self.model_names and len(self.model_names) != self.n_models:
             raise ValueError(f"model_names has {len(self.model_names)} entries for n_models={self.n_models}")
 

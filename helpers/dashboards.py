@@ -14,6 +14,7 @@ plotly.js inline so the file opens with no network). Every string from the data 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,6 +93,8 @@ def logit_effects(pair: ModelPair, crosscoder: CrossCoder, latent: int, n: int =
     """Per model: the ``n`` tokens the latent's raw decoder vector most boosts and most suppresses
     through that model's unembedding ``W_U`` (the direct logit effect, final norm ignored)."""
     vectors = crosscoder.decoder_vectors(normalized=False)[latent].float()  # [n_models, d_model]
+    if not torch.isfinite(vectors).all():
+        raise ValueError(f"latent {latent}'s decoder vectors hold NaN or infinite values; no logit effect to show")
     effects = []
     for m, (role, name, model) in enumerate(zip(pair.roles, pair.names, pair.models)):
         logits = vectors[m].to(model.W_U.device) @ model.W_U.float()  # [vocab]
@@ -137,6 +140,10 @@ def gather_dashboards(pair: ModelPair, crosscoder: CrossCoder, token_batches: It
         raise ValueError("gather_dashboards got no token batches")
     all_tokens = torch.cat(token_rows)
     latent_rows, positions, values = torch.cat(fired_latent), torch.cat(fired_position), torch.cat(fired_value)
+    if not torch.isfinite(values).all():
+        broken = sorted({ids[int(r)].item() for r in latent_rows[~torch.isfinite(values)].tolist()})
+        raise ValueError(f"latents {broken} have NaN or infinite activations on these tokens; check the models' "
+                         "activations and the crosscoder's weights (a dashboard of them would be blank)")
     n_tokens = all_tokens.shape[0] * (all_tokens.shape[1] - 1)  # BOS excluded
     generator = torch.Generator().manual_seed(seed)
     dashboards = []
@@ -187,13 +194,16 @@ def _as_json(dashboards: Sequence[LatentDashboard], title: str, meta: dict) -> s
         return {"tokens": e.tokens, "acts": e.activations, "focus": e.focus, "row": e.row, "position": e.position}
 
     def clean(value):
-        return None if isinstance(value, float) and value != value else value  # NaN is not JSON
+        """NaN and infinity are not JSON (a page holding them stays blank): they become null."""
+        if hasattr(value, "item"):
+            value = value.item()
+        return None if isinstance(value, float) and not math.isfinite(value) else value
 
     payload = {
         "title": title, "meta": meta,
         "latents": [{
             "id": d.latent, "density": d.density, "max_activation": d.max_activation,
-            "info": {key: clean(value.item() if hasattr(value, "item") else value) for key, value in d.info.items()},
+            "info": {key: clean(value) for key, value in d.info.items()},
             "histogram": {"edges": d.histogram_edges, "counts": d.histogram_counts},
             "logits": d.logit_effects,
             "top": [example(e) for e in d.top_examples],
@@ -201,7 +211,7 @@ def _as_json(dashboards: Sequence[LatentDashboard], title: str, meta: dict) -> s
         } for d in dashboards],
     }
     # "<" escaped as \u003c: no "</script>" or "<!--" can end the JSON's script element early
-    return json.dumps(payload, ensure_ascii=False).replace("<", "\\u003c")
+    return json.dumps(payload, ensure_ascii=False, allow_nan=False).replace("<", "\\u003c")
 
 
 def render_html(dashboards: Sequence[LatentDashboard], title: str = "Crosscoder latent dashboards",

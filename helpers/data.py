@@ -19,8 +19,23 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from . import toy_corpus
+from .validation import positive_int, real
 
 CHAT_TEMPLATE = "User: {instruction}\nAssistant: {completion}\n"
+
+
+class SourceExhaustedError(RuntimeError):
+    """A token or activation source has nothing more to serve.
+
+    Deliberately not a ``StopIteration``: inside a generator or ``map()`` that would silently end the
+    iteration and truncate an evaluation instead of failing it.
+    """
+
+
+def source_fingerprint(source) -> dict:
+    """A source's ``fingerprint()`` (what it serves, as plain data), or its class name if it has none."""
+    fingerprint = getattr(source, "fingerprint", None)
+    return fingerprint() if callable(fingerprint) else {"class": type(source).__qualname__}
 
 
 def format_chat(messages: Sequence[dict]) -> str:
@@ -57,9 +72,9 @@ class ToyTokenSource:
     """
 
     def __init__(self, tokenizer, seq_len: int = 128, split: str = "train", seed: int = 0, chat_fraction: float = 0.5):
-        if not 0 <= chat_fraction <= 1:
-            raise ValueError(f"chat_fraction must be in [0, 1], got {chat_fraction}")
-        self.seq_len, self.seed, self.chat_fraction = seq_len, seed, chat_fraction
+        real("chat_fraction", chat_fraction, 0, 1)
+        positive_int("seq_len", seq_len, minimum=2)
+        self.seq_len, self.seed, self.chat_fraction, self.split = seq_len, seed, chat_fraction, split
         bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
         texts = [toy_corpus.read_source(p) for p in toy_corpus.source_files(split)]  # type: ignore[arg-type]
         dialogues = [q.dialogue for q in toy_corpus.questions(split)]  # type: ignore[arg-type]
@@ -91,8 +106,13 @@ class ToyTokenSource:
     def rows_per_epoch(self) -> int:
         return len(self._plan)
 
+    def fingerprint(self) -> dict:
+        return {"kind": "toy", "split": self.split, "seq_len": self.seq_len, "seed": self.seed,
+                "chat_fraction": self.chat_fraction}
+
     def next_batch(self, batch_size: int) -> torch.Tensor:
         """The next ``batch_size`` rows ``[batch_size, seq_len]``."""
+        positive_int("batch_size", batch_size)
         rows = []
         for _ in range(batch_size):
             if self.position == len(self._plan):
@@ -126,19 +146,26 @@ class HFTokenSource:
     def __init__(self, path: str, tokenizer, seq_len: int = 1024, column: str = "input_ids", split: str = "train",
                  name: str | None = None, data_files=None, streaming: bool = True):
         self.args = dict(path=path, name=name, split=split, data_files=data_files, streaming=streaming)
-        self.tokenizer, self.seq_len, self.column = tokenizer, seq_len, column
+        self.tokenizer, self.seq_len, self.column = tokenizer, positive_int("seq_len", seq_len, minimum=2), column
         self.position = 0
         self._rows = self._row_iterator()
 
     def _row_iterator(self) -> Iterator[list[int]]:
         import datasets
 
-        dataset = datasets.load_dataset(**{k: v for k, v in self.args.items() if v is not None})
-        examples = (example[self.column] for example in dataset)
-        first = next(examples, None)
-        if first is None:
-            raise ValueError(f"dataset {self.args['path']!r} ({self.args['split']}) is empty")
-        examples = itertools.chain([first], examples)
+        try:  # datasets itself raises a bare StopIteration on an empty file
+            dataset = datasets.load_dataset(**{k: v for k, v in self.args.items() if v is not None})
+            rows = iter(dataset)
+            first_row = next(rows, None)
+        except StopIteration:
+            first_row = None
+        if first_row is None:
+            raise SourceExhaustedError(f"dataset {self.args['path']!r} ({self.args['split']}) is empty")
+        if self.column not in first_row:
+            raise ValueError(f"dataset {self.args['path']!r} has no column {self.column!r}; its columns are "
+                             f"{sorted(first_row)}")
+        examples = (row[self.column] for row in itertools.chain([first_row], rows))
+        first = first_row[self.column]
         bos = self.tokenizer.bos_token_id
         if isinstance(first, list) and (not first or isinstance(first[0], int)):
             short = (row for row in examples if len(row) >= self.seq_len)
@@ -151,10 +178,16 @@ class HFTokenSource:
         token_lists = (self.tokenizer(text, add_special_tokens=False)["input_ids"] + [eos] for text in examples)
         return pack(token_lists, self.seq_len, bos)
 
+    def fingerprint(self) -> dict:
+        return {"kind": "hub", **{k: v for k, v in self.args.items() if k != "streaming"}, "column": self.column,
+                "seq_len": self.seq_len}
+
     def next_batch(self, batch_size: int) -> torch.Tensor:
+        positive_int("batch_size", batch_size)
         rows = list(itertools.islice(self._rows, batch_size))
         if len(rows) < batch_size:
-            raise StopIteration(f"dataset {self.args['path']!r} is exhausted after {self.position + len(rows)} rows")
+            raise SourceExhaustedError(
+                f"dataset {self.args['path']!r} is exhausted after {self.position + len(rows)} rows")
         self.position += batch_size
         return torch.tensor(rows, dtype=torch.long)
 

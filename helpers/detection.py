@@ -74,7 +74,8 @@ def planted_detectors(pair: ModelPair, crosscoder: CrossCoder, table=None, n_oth
 @torch.no_grad()
 def last_token_activations(pair: ModelPair, prompts: Sequence[str],
                            hook_points: Sequence[str]) -> dict[str, torch.Tensor]:
-    """Each model's activation at the last token of each prompt, per hook: ``{hook: [n_prompts, n_models, d_model]}``."""
+    """Each model's activation at the last token of each prompt, per hook:
+    ``{hook: [n_prompts, n_models, d_model]}``."""
     result = {hook: torch.zeros(len(prompts), len(pair.models), pair.d_model) for hook in hook_points}
     for indices, tokens in prompts_by_length(pair.tokenizer, prompts, pair.device):
         for m, model in enumerate(pair.models):

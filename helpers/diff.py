@@ -88,7 +88,8 @@ def load_diff(what: str | CrossCoder, pair: str | ModelPair | None = None, *, re
                                 "(notebook 02) and call load_diff(crosscoder, pair)")
         chosen = get_release(release or profile.release)
         if chosen.pair != profile.name:
-            raise HookPointMismatchError(f"release {chosen.name!r} belongs to pair {chosen.pair!r}, not {profile.name!r}")
+            raise HookPointMismatchError(
+                f"release {chosen.name!r} belongs to pair {chosen.pair!r}, not {profile.name!r}")
         crosscoder = load_release(chosen, device=device)
         pair = load_model_pair(profile.name, hook_point=chosen.hook_point, device=device)
     check_compatible(crosscoder, pair)

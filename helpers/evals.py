@@ -128,7 +128,8 @@ def splice_metrics(pair: ModelPair, crosscoder: CrossCoder, token_batches: Itera
     """CE and KL when splicing the reconstruction into each model, averaged over all sequences' tokens.
 
     ``token_batches`` yields ``[batch, seq]`` tokens starting with BOS. Returns a pandas DataFrame, one
-    row per model role (``base``, ``chat``; real names in ``attrs["model_names"]``): ``clean_loss``, ``spliced_loss``, ``ablated_loss``, ``ce_delta``, ``ce_recovered``,
+    row per model role (``base``, ``chat``; real names in ``attrs["model_names"]``): ``clean_loss``,
+    ``spliced_loss``, ``ablated_loss``, ``ce_delta``, ``ce_recovered``,
     ``kl_spliced``, ``n_sequences``, ``n_tokens`` (predicted tokens per model).
     """
     import pandas as pd

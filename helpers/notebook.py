@@ -12,10 +12,9 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 import torch
-
-from typing import Any
 
 from . import __version__
 from .registry import PAIRS, RegistryError
@@ -59,7 +58,8 @@ class NotebookContext:
         from .diff import load_diff
 
         diff = load_diff(choose_pair(pair), release=release, device=self.device, settings=settings)
-        print(f"pair {diff.name}: {' vs '.join(diff.pair.names)} | crosscoder {diff.release.name if diff.release else ''}"
+        release = diff.release.name if diff.release else "(given)"
+        print(f"pair {diff.name}: {' vs '.join(diff.pair.names)} | crosscoder {release}"
               f" with {diff.crosscoder.cfg.d_hidden:,} latents at {diff.hook_point}")
         return diff
 

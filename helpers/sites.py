@@ -44,11 +44,30 @@ def model_device(model) -> torch.device:
     return next(model.parameters()).device
 
 
+def check_tokens(model, tokens: torch.Tensor) -> torch.Tensor:
+    """``tokens`` if it is an integer ``[batch, seq]`` tensor of ids the model's vocabulary has; else a
+    ``ValueError`` naming the problem (an out-of-range id is otherwise an index error, or a device-side
+    assert on a GPU)."""
+    integer = isinstance(tokens, torch.Tensor) and not tokens.is_floating_point() and tokens.dtype != torch.bool
+    if not integer or tokens.ndim != 2:
+        shape = tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
+        raise ValueError(f"tokens must be an integer tensor [batch, seq], got {shape}"
+                         + (f" of dtype {tokens.dtype}" if isinstance(tokens, torch.Tensor) else ""))
+    if tokens.numel() == 0:
+        raise ValueError(f"tokens must not be empty, got shape {tuple(tokens.shape)}")
+    vocab = int(model.cfg.d_vocab)
+    low, high = int(tokens.min()), int(tokens.max())
+    if low < 0 or high >= vocab:
+        raise ValueError(f"token ids must lie in [0, {vocab}) (the model's vocabulary), got {low}..{high}; "
+                         "were these tokens made with another tokenizer?")
+    return tokens
+
+
 @torch.no_grad()
 def run_to_site(model, tokens: torch.Tensor, hook_point: str) -> torch.Tensor:
     """One model's activation at ``hook_point``, ``[batch, seq, d_model]``, running no further than needed."""
     layer = hook_layer(hook_point)
-    tokens = tokens.to(model_device(model))
+    tokens = check_tokens(model, tokens).to(model_device(model))
     if is_block_input(hook_point):
         return model(tokens, stop_at_layer=layer)
     _, cache = model.run_with_cache(tokens, names_filter=[hook_point], stop_at_layer=layer + 1)
@@ -98,7 +117,7 @@ class SplicedRunner:
     def __init__(self, models: list, hook_point: str, tokens: torch.Tensor):
         self.models, self.hook_point = list(models), hook_point
         self.layer = hook_layer(hook_point)
-        self.tokens = tokens.to(model_device(self.models[0]))
+        self.tokens = check_tokens(self.models[0], tokens).to(model_device(self.models[0]))
         self._block_inputs: list[torch.Tensor] = []
         self._clean_logits: list[torch.Tensor | None] = []
         activations = []

@@ -29,7 +29,8 @@ from .checkpoints import load, save
 from .crosscoder import CrossCoder
 from .files import read_json, write_json
 from .registry import model_roles
-from .run_folder import RunFolder, latest_checkpoint, new_run_id, run_id_of
+from .data import source_fingerprint
+from .run_folder import CheckpointDirError, RunFolder, latest_checkpoint, new_run_id, run_id_of
 from .validation import optional_positive_int, positive_int, real
 
 TRAINER_STATE = "trainer_state.pt"
@@ -152,6 +153,7 @@ class Trainer:
             "run_id": self.run_id,
             "optimizer": self.optimizer.state_dict(),
             "buffer": self.buffer.state_dict(),
+            "buffer_fingerprint": source_fingerprint(self.buffer),
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "history": self.history,
@@ -179,6 +181,10 @@ class Trainer:
         cfg.checkpoint_dir = str(checkpoint_dir)
         trainer = cls(load(folder, device=device), buffer, cfg, device)
         state = torch.load(folder / TRAINER_STATE, map_location="cpu", weights_only=True)
+        saved, given = state.get("buffer_fingerprint"), source_fingerprint(buffer)
+        if saved is not None and saved != given:
+            raise CheckpointDirError(f"{folder} was trained on another buffer than the one given: saved {saved}, "
+                                     f"given {given}. Build the buffer as the run did (same source, size, seed).")
         trainer.optimizer.load_state_dict(state["optimizer"])
         trainer.step, trainer.history = int(state["step"]), list(state["history"])
         trainer.run_id = str(state.get("run_id") or run_id_of(checkpoint_dir) or trainer.run_id)
@@ -200,8 +206,8 @@ class Trainer:
             "aux_k": losses.aux_k.item(),
             "l0": losses.l0.item(),
             "explained_variance": losses.explained_variance.item(),
-            **{f"explained_variance_{role}": v
-               for role, v in zip(model_roles(self.crosscoder.cfg.n_models), losses.explained_variance_per_model.tolist())},
+            **{f"explained_variance_{role}": v for role, v in zip(model_roles(self.crosscoder.cfg.n_models),
+                                                                  losses.explained_variance_per_model.tolist())},
             "dead_fraction": self.crosscoder.dead_mask().float().mean().item(),
             "lr": lr,
             "l1_coeff": l1_coeff,

@@ -21,6 +21,9 @@ class CountingTokenSource:
         self.position += batch_size
         return torch.cat([torch.zeros(batch_size, 1, dtype=torch.long), ids], dim=1)
 
+    def fingerprint(self) -> dict:
+        return {"kind": "counting", "seq_len": self.seq_len}
+
     def state_dict(self) -> dict:
         return {"position": self.position}
 
@@ -34,7 +37,7 @@ class EchoModel(nn.Module):
     def __init__(self, index: int, d_model: int = 4):
         super().__init__()
         self.index, self.d_model = index, d_model
-        self.cfg = SimpleNamespace(d_model=d_model, n_layers=4)
+        self.cfg = SimpleNamespace(d_model=d_model, n_layers=4, d_vocab=10**9)
         self.dummy = nn.Parameter(torch.zeros(()))
 
     def forward(self, tokens: torch.Tensor, stop_at_layer: int | None = None) -> torch.Tensor:
@@ -61,6 +64,9 @@ class SyntheticSource:
         self.position += n
         return acts
 
+    def fingerprint(self) -> dict:
+        return {"kind": "synthetic", "n_models": self.n_models, "d_model": self.d_model, "nan_after": self.nan_after}
+
     def state_dict(self) -> dict:
         return {"position": self.position}
 
@@ -71,7 +77,6 @@ class SyntheticSource:
 def tiny_trainer(checkpoint_dir, activation: str = "relu", nan_after: int | None = None, steps: int = 40,
                  **train_kwargs):
     """A small deterministic Trainer on ``SyntheticSource`` (the same one every time for the same arguments)."""
-    from helpers.buffer import ShufflingBuffer
     from helpers.crosscoder import CrossCoder, CrossCoderConfig
     from helpers.training import TrainConfig, Trainer
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from helpers.buffer import (
+    DiskCacheError,
     DiskCacheSource,
     HarvestingSource,
     ShufflingBuffer,
@@ -15,12 +16,13 @@ from helpers.buffer import (
     harvest,
     write_disk_cache,
 )
+from helpers.data import SourceExhaustedError
 
 from .fakes import CountingTokenSource, EchoModel, SyntheticSource
 
 
-def echo_source(model_batch_size: int = 3) -> HarvestingSource:
-    return HarvestingSource([EchoModel(0), EchoModel(1)], CountingTokenSource(), "blocks.2.hook_resid_pre",
+def echo_source(model_batch_size: int = 3, hook_point: str = "blocks.2.hook_resid_pre") -> HarvestingSource:
+    return HarvestingSource([EchoModel(0), EchoModel(1)], CountingTokenSource(), hook_point,
                             model_batch_size=model_batch_size)
 
 
@@ -91,8 +93,10 @@ def test_disk_cache_round_trip_resume_and_exhaustion(tmp_path):
     assert sorted(p.name for p in (tmp_path / "cache").glob("shard_*.npy")) == [f"shard_{i:05d}.npy" for i in range(4)]
     source = DiskCacheSource(tmp_path / "cache")
     assert torch.equal(torch.cat([source.next_activations(25) for _ in range(4)]), expected)
-    with pytest.raises(StopIteration, match="exhausted"):
+    with pytest.raises(SourceExhaustedError, match="exhausted: 100 served, 1 more requested"):
         source.next_activations(1)
+    with pytest.raises(SourceExhaustedError):  # inside a generator it fails the loop instead of ending it early
+        list(source.next_activations(1) for _ in range(3))
     twice = DiskCacheSource(tmp_path / "cache", epochs=2)
     twice.next_activations(90)
     assert torch.equal(twice.next_activations(20), torch.cat([expected[90:], expected[:10]]))
@@ -111,3 +115,62 @@ def test_disk_cache_bfloat16_and_resumed_write(tmp_path):
     read = DiskCacheSource(folder).next_activations(60)
     assert read.dtype == torch.bfloat16
     assert torch.equal(read, SyntheticSource().next_activations(60).to(torch.bfloat16))
+
+
+@pytest.mark.parametrize(("change", "difference"), [
+    (dict(hook_point="blocks.1.hook_resid_pre"), "source.hook_point: 'blocks.2.hook_resid_pre' -> 'blocks.1"),
+    (dict(storage_dtype="float32"), "storage_dtype: 'bfloat16' -> 'float32'"),
+    (dict(n_tokens=90), "n_tokens: 60 -> 90"),
+    (dict(shard_tokens=30), "shard_tokens: 20 -> 30"),
+])
+def test_a_cache_folder_is_never_reused_for_other_activations(tmp_path, change, difference):
+    settings = dict(hook_point="blocks.2.hook_resid_pre", storage_dtype="bfloat16", n_tokens=60, shard_tokens=20)
+    folder = tmp_path / "cache"
+    write_disk_cache(echo_source(hook_point=settings["hook_point"]), folder, n_tokens=60, shard_tokens=20)
+    (folder / "metadata.json").unlink()  # as if interrupted: a rerun would resume
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    settings |= change
+    with pytest.raises(DiskCacheError, match=difference.replace(".", "\\.").replace("(", "\\(")):
+        write_disk_cache(echo_source(hook_point=settings["hook_point"]), folder, n_tokens=settings["n_tokens"],
+                         shard_tokens=settings["shard_tokens"], storage_dtype=settings["storage_dtype"])
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before, "the cache was left as it was"
+
+
+def test_a_finished_cache_refuses_other_settings_and_serves_only_its_own(tmp_path):
+    folder = tmp_path / "cache"
+    write_disk_cache(echo_source(), folder, n_tokens=40, shard_tokens=20)
+    with pytest.raises(DiskCacheError, match="hook_point"):
+        write_disk_cache(echo_source(hook_point="blocks.3.hook_resid_pre"), folder, n_tokens=40, shard_tokens=20)
+    assert DiskCacheSource(folder, fingerprint=echo_source().fingerprint()).next_activations(40).shape == (40, 2, 4)
+    with pytest.raises(DiskCacheError, match="caches other activations.*hook_point"):
+        DiskCacheSource(folder, fingerprint=echo_source(hook_point="blocks.3.hook_resid_pre").fingerprint())
+
+
+def test_shards_are_checked_against_the_metadata(tmp_path):
+    import numpy as np
+
+    folder = tmp_path / "cache"
+    write_disk_cache(SyntheticSource(), folder, n_tokens=60, shard_tokens=20, storage_dtype="float32")
+    good = (folder / "shard_00001.npy").read_bytes()
+    np.save(folder / "shard_00001.npy", np.zeros((20, 2, 8), dtype=np.float16))  # another run's shard
+    with pytest.raises(DiskCacheError, match="shard_00001.npy holds \\(20, 2, 8\\) float16.*float32"):
+        DiskCacheSource(folder)
+    (folder / "shard_00001.npy").write_bytes(good)
+    (folder / "shard_00002.npy").unlink()
+    with pytest.raises(DiskCacheError, match="shard_00002.npy is missing"):
+        DiskCacheSource(folder)
+
+
+def test_a_foreign_folder_is_not_written_into(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(DiskCacheError, match="not empty and holds no activation cache"):
+        write_disk_cache(SyntheticSource(), tmp_path, n_tokens=20, shard_tokens=10)
+
+
+@pytest.mark.parametrize("bad", [-16, 0, 2.5])
+def test_non_positive_batch_sizes_are_refused_not_looped_on(bad):
+    buffer = ShufflingBuffer(SyntheticSource(), buffer_tokens=10)
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
+        buffer.next_batch(bad)
+    with pytest.raises(ValueError, match="n must be an integer >= 1"):
+        echo_source().next_activations(bad)

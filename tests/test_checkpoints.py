@@ -164,10 +164,99 @@ def test_wrong_tensor_shape_is_reported(tmp_path, small_cfg):
     cfg = json.loads((folder / "cfg.json").read_text())
     cfg["d_hidden"] = 50
     (folder / "cfg.json").write_text(json.dumps(cfg))
-    with pytest.raises(CheckpointError, match=r"has shape \(48,\), expected \(50,\)"):
+    with pytest.raises(CheckpointError, match=r"W_enc has shape \(2, 16, 48\).*needs \(2, 16, 50\)"):
         load(folder)
 
 
 def test_save_is_atomic_no_temp_files_left(tmp_path, small_cfg):
     save(CrossCoder(small_cfg), tmp_path / "cc")
     assert sorted(os.listdir(tmp_path / "cc")) == ["cfg.json", "crosscoder.safetensors"]
+
+
+def test_a_huge_dict_size_is_refused_before_anything_is_allocated(tmp_path, small_cfg, monkeypatch):
+    """cfg says 10^12 latents, the file holds 48: the header is compared first, nothing of 10^12 is built."""
+    from helpers import crosscoder as crosscoder_module
+
+    folder = save(CrossCoder(small_cfg), tmp_path / "cc")
+    cfg = json.loads((folder / "cfg.json").read_text())
+    cfg["d_hidden"] = 10**12
+    (folder / "cfg.json").write_text(json.dumps(cfg))
+    built = []
+    monkeypatch.setattr(crosscoder_module.CrossCoder, "__init__", lambda self, cfg: built.append(cfg))
+    with pytest.raises(CheckpointError, match="W_enc has shape \\(2, 16, 48\\)"):
+        load(folder)
+    assert not built
+
+
+@pytest.mark.parametrize("tensor", ["W_dec", "b_enc", "threshold"])
+def test_non_finite_weights_are_refused(tmp_path, small_cfg, tensor):
+    from safetensors.torch import load_file, save_file
+
+    folder = save(CrossCoder(small_cfg), tmp_path / "cc")
+    state = load_file(str(folder / "crosscoder.safetensors"))
+    flat = state[tensor].clone().reshape(-1)
+    flat[0] = float("nan")
+    state[tensor] = flat.view_as(state[tensor])
+    save_file(state, str(folder / "crosscoder.safetensors"))
+    with pytest.raises(CheckpointError, match=f"{tensor} holds 1 NaN or infinite values"):
+        load(folder)
+
+
+@pytest.mark.parametrize("value", [0.0, -1.0])
+def test_non_positive_scale_factors_are_refused(tmp_path, small_cfg, value):
+    from safetensors.torch import load_file, save_file
+
+    folder = save(CrossCoder(small_cfg), tmp_path / "cc")
+    state = load_file(str(folder / "crosscoder.safetensors"))
+    state["scale_factors"] = torch.tensor([1.0, value])
+    save_file(state, str(folder / "crosscoder.safetensors"))
+    with pytest.raises(CheckpointError, match="scale_factors must be positive"):
+        load(folder)
+
+
+def test_a_native_checkpoint_missing_scaling_folded_is_refused(tmp_path, trained_like):
+    """Loading it as unfolded would silently rescale a folded crosscoder's outputs."""
+    from safetensors.torch import load_file, save_file
+
+    folder = save(trained_like.fold_scaling(), tmp_path / "cc")
+    state = load_file(str(folder / "crosscoder.safetensors"))
+    del state["scaling_folded"]
+    save_file(state, str(folder / "crosscoder.safetensors"))
+    with pytest.raises(CheckpointError, match="lacks tensors \\['scaling_folded'\\]"):
+        load(folder)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_corrupt_weights_name_the_file(tmp_path, small_cfg, damage):
+    folder = save(CrossCoder(small_cfg), tmp_path / "cc")
+    weights = folder / "crosscoder.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2] if damage == "truncate" else b"\x00garbage" * 100)
+    with pytest.raises(CheckpointError, match="crosscoder.safetensors is not a readable safetensors file"):
+        load(folder)
+
+
+def test_truncated_replication_file_names_the_file(tmp_path):
+    folder = tmp_path / "rep"
+    folder.mkdir()
+    (folder / "cfg.json").write_text(json.dumps({"d_in": 16, "dict_size": 48}))
+    torch.save({"W_enc": torch.zeros(2, 16, 48)}, folder / "cc_weights.pt")
+    data = (folder / "cc_weights.pt").read_bytes()
+    (folder / "cc_weights.pt").write_bytes(data[: len(data) // 3])
+    with pytest.raises(CheckpointError, match="cc_weights.pt is not a readable PyTorch file"):
+        load(folder)
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("d_hidden", "48", "d_hidden must be an integer"),
+    ("activation", "gelu", "activation must be one of"),
+    ("hook_point", "", "hook_point must be a hook name"),
+    ("dec_init_norm", None, "dec_init_norm must be a finite number"),
+])
+def test_wrongly_typed_cfg_values_name_the_file_and_key(tmp_path, small_cfg, key, value, message):
+    folder = save(CrossCoder(small_cfg), tmp_path / "cc")
+    cfg = json.loads((folder / "cfg.json").read_text())
+    cfg[key] = value
+    (folder / "cfg.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match=f"cfg.json: {message}"):
+        load(folder)

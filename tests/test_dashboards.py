@@ -15,6 +15,7 @@ from helpers.analysis import latent_table
 from helpers.dashboards import (
     Example,
     LatentDashboard,
+    _as_json,
     gather_dashboards,
     logit_effects,
     random_shared,
@@ -95,6 +96,29 @@ def test_bad_input(toy_pair, release, batches):
         gather_dashboards(toy_pair, release, batches, [99_999], progress=False)
 
 
+def test_non_finite_activations_are_a_clear_error_not_a_blank_page(toy_pair, release, batches):
+    import copy
+
+    broken = copy.deepcopy(release)
+    with torch.no_grad():
+        broken.W_enc[:, :, 5] = float("nan")
+    with pytest.raises(ValueError, match="latents \\[5\\] have NaN or infinite activations"):
+        gather_dashboards(toy_pair, broken, batches[:1], [5, 6], progress=False)
+
+
+def test_page_json_never_holds_nan():
+    import json
+
+    panel = hostile_dashboard()
+    panel.info = {"delta_norm": float("nan"), "relative_norm": float("inf"), "frequency": torch.tensor(0.5)}
+    text = _as_json([panel], "t", {})
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text)["latents"][0]["info"] == {"delta_norm": None, "relative_norm": None, "frequency": 0.5}
+    panel.top_examples[0].activations[0] = float("nan")
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        render_html([panel])
+
+
 HOSTILE = "<script>window.__injected = 1</script>"
 
 
@@ -105,7 +129,8 @@ def hostile_dashboard() -> LatentDashboard:
     return LatentDashboard(latent=3, density=0.01, max_activation=2.0, histogram_edges=[0.0, 1.0, 2.0],
                            histogram_counts=[3, 1], top_examples=[example], band_examples=[("0%–25% of max", [])],
                            logit_effects=[
-                               {"model": "base", "name": HOSTILE, "boosted": [(HOSTILE, 1.0)], "suppressed": [("x", -1.0)]},
+                               {"model": "base", "name": HOSTILE, "boosted": [(HOSTILE, 1.0)],
+                                "suppressed": [("x", -1.0)]},
                                {"model": "chat", "name": "chat <b>model</b>", "boosted": [("y", 1.0)],
                                 "suppressed": [("z", -1.0)]}],
                            info={"class": "chat-only", "relative_norm": 0.97, "delta_norm": float("nan")})

@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from helpers.data import HFTokenSource, ToyTokenSource, format_chat
+from helpers.data import HFTokenSource, SourceExhaustedError, ToyTokenSource, format_chat
 from helpers.toy import toy_pair_path
 
 
@@ -45,7 +45,7 @@ def test_hf_source_pretokenised_text_and_chat_from_local_files(tmp_path, tokeniz
     assert torch.equal(source.next_batch(2), torch.tensor([r[:8] for r in rows[:2]]))
     source.load_state_dict({"position": 4})
     assert torch.equal(source.next_batch(1), torch.tensor([rows[4][:8]]))
-    with pytest.raises(StopIteration):
+    with pytest.raises(SourceExhaustedError):
         source.next_batch(1)
 
     texts = [{"text": "def f(x):\n    return x * 2\n" * 3} for _ in range(4)]

@@ -8,10 +8,10 @@ import torch
 from helpers import from_pretrained
 from helpers.crosscoder import CrossCoder, CrossCoderConfig
 from helpers.evals import (
+    ReconstructionMetrics,
     ablated_logits_fn,
     causal_summary,
     latent_ablation_effects,
-    ReconstructionMetrics,
     reconstruction_metrics,
     replication_table,
     splice_metrics,

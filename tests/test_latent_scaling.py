@@ -46,7 +46,9 @@ def test_closed_form_matches_lstsq(trained_like, activations):
 
 
 def remove_latents(activation, latent_activations, latent_vectors):
-    """The paper's helper: per latent j, ``activation - f_j d_j``; ``[L, N, d]`` for ``[N, d]``, ``[N, L]``, ``[L, d]``."""
+    """The paper's helper: per latent j, ``activation - f_j d_j``.
+
+    Returns ``[L, N, d]`` for activation ``[N, d]``, latent activations ``[N, L]`` and vectors ``[L, d]``."""
     return activation[None] - latent_activations.T[..., None] * latent_vectors[:, None, :]
 
 

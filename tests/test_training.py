@@ -10,7 +10,6 @@ import torch
 
 from helpers.buffer import ShufflingBuffer
 from helpers.checkpoints import load
-from helpers.crosscoder import CrossCoder, CrossCoderConfig
 from helpers.run_folder import CheckpointDirError
 from helpers.training import TrainConfig, Trainer, TrainingDivergedError
 
@@ -170,7 +169,8 @@ def test_disk_full_cleans_up_and_names_the_last_checkpoint(tmp_path, monkeypatch
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(torch, "save", full_disk)
-    with pytest.raises(CheckpointDirError, match="could not write checkpoint step_0000010.*No space left.*step_0000005"):
+    expected = "could not write checkpoint step_0000010.*No space left.*step_0000005"
+    with pytest.raises(CheckpointDirError, match=expected):
         trainer.train(steps=5)
     monkeypatch.setattr(torch, "save", real_save)
     assert not list((tmp_path / "run").glob(".step_*")), "the staging folder is gone"
@@ -191,6 +191,14 @@ def test_disk_full_cleans_up_and_names_the_last_checkpoint(tmp_path, monkeypatch
 def test_train_config_refuses_bad_values(field, value, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**{"num_tokens": 32 * 40, "batch_size": 32, field: value})
+
+
+def test_resume_refuses_a_buffer_built_differently(tmp_path):
+    trainer = make(tmp_path, checkpoint_every=10)
+    trainer.train(steps=10)
+    other = ShufflingBuffer(SyntheticSource(), buffer_tokens=96, seed=4)
+    with pytest.raises(CheckpointDirError, match="trained on another buffer.*'seed': 3.*'seed': 4"):
+        Trainer.resume(tmp_path / "run", other)
 
 
 def test_train_steps_must_be_positive(tmp_path):
