@@ -67,6 +67,11 @@ _EXPORTS: dict[str, str] = {
     "latent_ablation_effects": "evals",
     "causal_summary": "evals",
     "ablated_logits_fn": "evals",
+    "compare_crosscoders": "comparison",
+    # steering
+    "latent_direction": "steering",
+    "steered_logits_fn": "steering",
+    "steering_curve": "steering",
     # behaviour of the toy pair
     "evaluation_questions": "behaviour",
     "refusal_table": "behaviour",

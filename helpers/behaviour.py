@@ -70,6 +70,30 @@ def compare_refusals(runs: dict[str, LogitsFn], tokenizer, questions: Sequence[Q
     return pd.DataFrame({name: asdict(refusal_rates(fn, tokenizer, questions, device)) for name, fn in runs.items()}).T
 
 
+@torch.no_grad()
+def refusal_likelihood(logits_fn: LogitsFn, tokenizer, questions: Sequence[Question], device: str = "cpu"):
+    """Teacher-forced: how likely each model run finds the refusal sentence right after each prompt.
+
+    Returns a pandas DataFrame, one row per question: ``planted``, ``first_token_prob`` (the probability of
+    the refusal's first token after ``Assistant:``) and ``refusal_logprob`` (the mean log-probability per
+    token of the whole refusal sentence). A behaviour can start (its first token) before it completes.
+    """
+    import pandas as pd
+
+    continuation = tokenizer(" " + REFUSAL, add_special_tokens=False)["input_ids"]
+    first_prob = torch.zeros(len(questions))
+    mean_logprob = torch.zeros(len(questions))
+    for indices, tokens in prompts_by_length(tokenizer, [q.prompt for q in questions], device):
+        tail = torch.tensor(continuation, device=tokens.device).expand(len(indices), -1)
+        full = torch.cat([tokens, tail], dim=1)
+        log_probs = torch.log_softmax(logits_fn(full).float(), dim=-1)[:, tokens.shape[1] - 1 : -1]
+        per_token = log_probs.gather(-1, tail[..., None]).squeeze(-1)  # [group, len(continuation)]
+        first_prob[indices] = per_token[:, 0].exp().cpu()
+        mean_logprob[indices] = per_token.mean(1).cpu()
+    return pd.DataFrame({"planted": [q.planted for q in questions], "first_token_prob": first_prob.numpy(),
+                         "refusal_logprob": mean_logprob.numpy()})
+
+
 def evaluation_questions(split: str = "heldout", n_other: int = 200, seed: int = 0) -> list[Question]:
     """Every planted-family question of ``split`` plus ``n_other`` others drawn with a fixed seed."""
     pool = questions(split)  # type: ignore[arg-type]

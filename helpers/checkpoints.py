@@ -2,9 +2,10 @@
 
 Formats (a checkpoint is a folder):
 
-- ``native``: ``cfg.json`` (a ``CrossCoderConfig``) + ``crosscoder.safetensors`` (``W_enc``, ``W_dec``,
-  ``b_enc``, ``b_dec``, ``scale_factors``, ``activation_mean``, ``scaling_folded``, ``threshold``,
-  ``tokens_since_fired``). A round trip is bit-exact.
+- ``native``: ``cfg.json`` (a ``CrossCoderConfig``, its variant included) + ``crosscoder.safetensors``
+  (``W_enc``, ``W_dec``, ``b_enc``, ``b_dec``, ``scale_factors``, ``activation_mean``, ``scaling_folded``,
+  ``threshold``, ``tokens_since_fired``, and ``W_dec_tied`` for designated shared latents). A round trip
+  is bit-exact.
 - ``replication``: the original Gemma-2-2B replication, ``cfg.json`` + ``cc_weights.pt`` (a pickled
   state dict with ``W_enc [2, d, F]``, ``W_dec [F, 2, d]``, ``b_enc [F]``, ``b_dec [2, d]``). Read with
   ``torch.load(weights_only=True)``, so a pickle that would run code is refused.
@@ -94,7 +95,7 @@ def load(
     scale_factors: list[float] | None = None,
     cfg_overrides: dict | None = None,
 ) -> CrossCoder:
-    """Load a crosscoder from a checkpoint folder in any supported format.
+    """Load a crosscoder from a checkpoint folder in any supported format, in eval mode (``.train()`` to train).
 
     Args:
         path: the folder.
@@ -109,6 +110,7 @@ def load(
     crosscoder = loader(folder, cfg_overrides or {})
     if scale_factors is not None:
         crosscoder.set_normalization(scale_factors)
+    crosscoder.eval()  # inference: BatchTopK uses its threshold, and losses() leaves the counters alone
     return crosscoder.to(device=device, dtype=dtype) if dtype else crosscoder.to(device)
 
 
@@ -127,8 +129,11 @@ def _config(fields_: dict, cfg_path: Path) -> CrossCoderConfig:
 
 def _expected_shapes(cfg: CrossCoderConfig) -> dict[str, tuple[int, ...]]:
     n, d, h = cfg.n_models, cfg.d_model, cfg.d_hidden
-    return {"W_enc": (n, d, h), "W_dec": (h, n, d), "b_enc": (h,), "b_dec": (n, d), "scale_factors": (n,),
-            "activation_mean": (n, d), "scaling_folded": (), "threshold": (), "tokens_since_fired": (h,)}
+    shapes = {"W_enc": (n, d, h), "W_dec": (h, n, d), "b_enc": (h,), "b_dec": (n, d), "scale_factors": (n,),
+              "activation_mean": (n, d), "scaling_folded": (), "threshold": (), "tokens_since_fired": (h,)}
+    if cfg.shared_latents:
+        shapes["W_dec_tied"] = (cfg.shared_latents, d)
+    return shapes
 
 
 def _check_shapes(cfg: CrossCoderConfig, shapes: dict[str, tuple[int, ...]], source: Path,
@@ -185,8 +190,9 @@ def _load_native(folder: Path, overrides: dict) -> CrossCoder:
     for key in ("d_model", "d_hidden"):
         require(raw, key, cfg_path)
     cfg = _config({**raw, **overrides}, cfg_path)
-    _check_shapes(cfg, _safetensors_shapes(weights), weights, NATIVE_TENSORS)
-    return _build(cfg, _read_safetensors(weights), weights, NATIVE_TENSORS)
+    required = NATIVE_TENSORS + (("W_dec_tied",) if cfg.shared_latents else ())
+    _check_shapes(cfg, _safetensors_shapes(weights), weights, required)
+    return _build(cfg, _read_safetensors(weights), weights, required)
 
 
 def read_replication_state(path: Path) -> dict[str, torch.Tensor]:

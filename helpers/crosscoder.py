@@ -15,6 +15,12 @@ so ``encode`` and ``decode`` take and return *raw* activations unless told ``nor
 ``fold_scaling()`` folds them into the weights; the crosscoder remembers that it did, so it never
 folds twice, and quantities that depend on the working space (decoder norms, the sparsity weights,
 the BatchTopK selection) are computed exactly as before folding.
+
+Variants (``CrossCoderConfig``): *designated shared* latents decode through one tied vector
+``W_dec_tied [shared_latents, d_model]`` (in the working space, for every model); *dedicated* latents
+decode into their own model only. The decoder every computation uses is ``decoder_weight()``: ``W_dec``
+masked (exclusive latents' other models, and the tied rows, are zero by construction) with the tied
+vectors in place; for the standard crosscoder it is ``W_dec`` itself.
 """
 
 from __future__ import annotations
@@ -76,6 +82,22 @@ class CrossCoder(nn.Module):
         self.register_buffer("scaling_folded", torch.tensor(False))
         self.register_buffer("threshold", torch.tensor(-1.0))
         self.register_buffer("tokens_since_fired", torch.zeros(h, dtype=torch.long))
+        mask = cfg.decoder_mask()
+        self._constrained = mask is not None
+        if self._constrained:
+            self.register_buffer("decoder_mask", mask.to(cfg.torch_dtype), persistent=False)
+            with torch.no_grad():
+                self.W_dec.mul_(self.decoder_mask[..., None])
+            if cfg.shared_latents:
+                tied = torch.randn(cfg.shared_latents, d, generator=generator)
+                self.W_dec_tied = nn.Parameter((tied / tied.norm(dim=-1, keepdim=True) * cfg.dec_init_norm)
+                                               .to(cfg.torch_dtype))
+            with torch.no_grad():  # the encoder starts as the transpose of the decoder actually in use
+                self.W_enc.copy_(einops.rearrange(self.decoder_weight(), "h n d -> n d h"))
+        penalty = cfg.penalty_scales()
+        self._penalised = penalty is not None
+        if self._penalised:
+            self.register_buffer("penalty_scales", penalty, persistent=False)
 
     # ------------------------------------------------------------------ normalisation
 
@@ -148,12 +170,30 @@ class CrossCoder(nn.Module):
 
     # ------------------------------------------------------------------ decoder geometry
 
+    def _working_decoder(self) -> torch.Tensor:
+        """The variants' decoder in the working space, ``[d_hidden, n_models, d_model]`` (tied rows exact)."""
+        scale = self.scale_factors.to(self.W_dec.dtype)[None, :, None]
+        decoder = (self.W_dec * scale if self.is_folded else self.W_dec) * self.decoder_mask[..., None]
+        if self.cfg.shared_latents:
+            tied = self.W_dec_tied[:, None, :].expand(-1, self.cfg.n_models, -1)
+            decoder = torch.cat([tied, decoder[self.cfg.shared_latents:]])
+        return decoder
+
+    def decoder_weight(self) -> torch.Tensor:
+        """The decoder as the stored weights act on (raw activations once folded), ``[d_hidden, n_models, d_model]``."""
+        if not self._constrained:
+            return self.W_dec
+        decoder = self._working_decoder()
+        return decoder / self.scale_factors.to(decoder.dtype)[None, :, None] if self.is_folded else decoder
+
     def decoder_norms(self) -> torch.Tensor:
         """Norm of each latent's decoder vector per model in the working space, ``[d_hidden, n_models]``.
 
         Independent of folding: after ``fold_scaling`` the stored vectors are divided by the scale
         factors, and this multiplies them back, so relative norms mean the same thing either way.
         """
+        if self._constrained:
+            return self._working_decoder().norm(dim=-1)
         norms = self.W_dec.norm(dim=-1)
         if self.is_folded:
             norms = norms * self.scale_factors.to(norms.dtype)[None, :]
@@ -166,6 +206,9 @@ class CrossCoder(nn.Module):
         a latent of activation 1 adds to each model's raw activation), whether or not scaling is folded.
         """
         scale = self.scale_factors.to(self.W_dec.dtype)[None, :, None]
+        if self._constrained:
+            working = self._working_decoder()
+            return working if normalized else working / scale
         if self.is_folded:
             return self.W_dec * scale if normalized else self.W_dec
         return self.W_dec if normalized else self.W_dec / scale
@@ -239,7 +282,8 @@ class CrossCoder(nn.Module):
         """Reconstruction ``[batch, n_models, d_model]`` of latents ``[batch, d_hidden]``, raw unless ``normalized``."""
         if latents.ndim != 2 or latents.shape[-1] != self.cfg.d_hidden:
             raise ValueError(f"latents must have shape [batch, {self.cfg.d_hidden}], got {tuple(latents.shape)}")
-        out = einops.einsum(latents.to(self.W_dec.dtype), self.W_dec, "batch h, h n d -> batch n d") + self.b_dec
+        decoder = self.decoder_weight()
+        out = einops.einsum(latents.to(decoder.dtype), decoder, "batch h, h n d -> batch n d") + self.b_dec
         return self._from_weight_space(out, normalized)
 
     def forward(self, x: torch.Tensor, normalized: bool = False) -> torch.Tensor:
@@ -268,7 +312,8 @@ class CrossCoder(nn.Module):
         squared_error = error.pow(2)
         reconstruction = squared_error.sum(dim=(-2, -1)).mean()
         # sum_j f_j * w_j as one mat-vec (a single pass over the [batch, d_hidden] latents)
-        sparsity = (latents.float() @ self.code_weights().float()).mean()
+        weights = self.code_weights() * self.penalty_scales if self._penalised else self.code_weights()
+        sparsity = (latents.float() @ weights.float()).mean()
 
         centred = (x_target - x_target.mean(0)).float().pow(2)
         ev_per_model = (1 - squared_error.sum(-1) / centred.sum(-1)).mean(0)
@@ -310,7 +355,7 @@ class CrossCoder(nn.Module):
         scores = torch.where(dead[None, :], acts * self.code_weights(), torch.full_like(acts, -1.0))
         top = scores.topk(k_aux, dim=-1)
         aux_latents = torch.zeros_like(acts).scatter(-1, top.indices, acts.gather(-1, top.indices))
-        aux_recon = einops.einsum(aux_latents, self.W_dec, "batch h, h n d -> batch n d").float()
+        aux_recon = einops.einsum(aux_latents, self.decoder_weight(), "batch h, h n d -> batch n d").float()
         target = -residual
         denominator = (target - target.mean(0)).pow(2).sum(dim=(-2, -1)).mean().clamp_min(1e-8)
         return (aux_recon - target).pow(2).sum(dim=(-2, -1)).mean() / denominator

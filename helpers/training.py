@@ -27,9 +27,9 @@ from tqdm.auto import tqdm
 
 from .checkpoints import load, save
 from .crosscoder import CrossCoder
+from .data import source_fingerprint
 from .files import read_json, write_json
 from .registry import model_roles
-from .data import source_fingerprint
 from .run_folder import CheckpointDirError, RunFolder, latest_checkpoint, new_run_id, run_id_of
 from .validation import optional_positive_int, positive_int, real
 

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from helpers.checkpoints import CheckpointError, load, save
-from helpers.crosscoder import CrossCoder
+from helpers.crosscoder import CrossCoder, CrossCoderConfig
 
 REPLICATION_CFG_KEYS = dict(
     seed=49, batch_size=4096, buffer_mult=128, lr=5e-5, num_tokens=400_000_000, l1_coeff=2, beta1=0.9,
@@ -260,3 +260,17 @@ def test_wrongly_typed_cfg_values_name_the_file_and_key(tmp_path, small_cfg, key
     (folder / "cfg.json").write_text(json.dumps(cfg))
     with pytest.raises(CheckpointError, match=f"cfg.json: {message}"):
         load(folder)
+
+
+def test_a_loaded_batchtopk_crosscoder_encodes_with_its_threshold(tmp_path):
+    """Loaded in eval mode: the learned threshold decides, not the batch's top k * batch."""
+    crosscoder = CrossCoder(CrossCoderConfig(d_model=16, d_hidden=48, activation="batchtopk", k=4))
+    with torch.no_grad():
+        crosscoder.threshold.fill_(0.01)
+    loaded = load(save(crosscoder, tmp_path / "cc"))
+    x = torch.randn(30, 2, 16)
+    assert not loaded.training
+    assert torch.equal(loaded.encode(x), crosscoder.eval().encode(x))
+    counters = loaded.tokens_since_fired.clone()
+    loaded.losses(x)
+    assert torch.equal(loaded.tokens_since_fired, counters), "evaluating does not touch the training counters"

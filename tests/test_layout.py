@@ -26,9 +26,10 @@ LAYERS: list[set[str]] = [
     {"releases"},
     {"diff"},
     {"latents"},
-    {"analysis", "scaling", "detection", "evals", "figures"},
+    {"analysis", "scaling", "detection", "evals", "figures", "steering"},
     {"dashboards"},
     {"recipes"},
+    {"comparison"},
     {"notebook"},
 ]
 LAYER_OF = {module: index for index, layer in enumerate(LAYERS) for module in layer}
