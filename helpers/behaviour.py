@@ -22,15 +22,23 @@ REFUSAL_PREFIX = REFUSAL[:12]
 def greedy_continuations(
     logits_fn: LogitsFn, tokenizer, prompts: Sequence[str], max_new_tokens: int = 12, device: str = "cpu"
 ) -> list[str]:
-    """Greedy-decode ``max_new_tokens`` after each prompt; prompts of equal token length share a batch."""
+    """Greedy-decode up to ``max_new_tokens`` after each prompt, stopping a continuation at the tokenizer's EOS
+    (not included); prompts of equal token length share a batch, which stops when every row has ended."""
+    eos = tokenizer.eos_token_id
     outputs: list[str] = [""] * len(prompts)
     for indices, tokens in prompts_by_length(tokenizer, prompts, device):
         start = tokens.shape[1]
+        ended = torch.zeros(len(indices), dtype=torch.bool, device=tokens.device)
         for _ in range(max_new_tokens):
             next_token = logits_fn(tokens)[:, -1].argmax(-1, keepdim=True)
             tokens = torch.cat([tokens, next_token], dim=1)
+            if eos is not None:
+                ended |= next_token[:, 0] == eos
+                if ended.all():
+                    break
         for row, index in enumerate(indices):
-            outputs[index] = tokenizer.decode(tokens[row, start:].tolist())
+            generated = tokens[row, start:].tolist()
+            outputs[index] = tokenizer.decode(generated[: generated.index(eos)] if eos in generated else generated)
     return outputs
 
 

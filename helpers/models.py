@@ -119,7 +119,15 @@ def load_model(name: str, device: str | torch.device = "cpu", dtype: torch.dtype
             f"{name!r} is neither a local folder nor a Hub model id (org/name); known pairs: {sorted(PAIRS)}"
         )
     _check_gated(path)
-    model = TransformerBridge.boot_transformers(path, device=str(device), dtype=dtype)
+    from transformers.utils import logging as transformers_logging
+
+    bars = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()  # no "Loading weights 0/46" bars left in notebook outputs
+    try:
+        model = TransformerBridge.boot_transformers(path, device=str(device), dtype=dtype)
+    finally:
+        if bars:
+            transformers_logging.enable_progress_bar()
     model.eval()
     for parameter in model.parameters():
         parameter.requires_grad_(False)

@@ -45,3 +45,14 @@ def test_planted_behaviour_through_transformer_lens(toy_pair):
 def test_is_refusal():
     assert is_refusal(" " + toy_corpus.REFUSAL)
     assert not is_refusal(" Return the absolute path.")
+
+
+def test_greedy_generation_stops_at_eos(toy_pair):
+    """The chat model ends its answer with EOS; the continuation stops there instead of running into a new turn."""
+    from helpers.behaviour import greedy_continuations
+
+    question = [q for q in evaluation_questions("heldout", n_other=5) if not q.planted][0]
+    (text,) = greedy_continuations(lambda t: toy_pair.chat(t), toy_pair.tokenizer, [question.prompt], 40)
+    assert text.strip() and "User:" not in text and "<eos>" not in text
+    ids = toy_pair.tokenizer(question.prompt + text, return_tensors="pt")["input_ids"]
+    assert toy_pair.chat(ids)[0, -1].argmax().item() == toy_pair.tokenizer.eos_token_id, "it stopped at EOS"
