@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from .crosscoder_config import CrossCoderConfig
+from .sparse_step import batch_top_k, sparse_forward
 
 
 @dataclass
@@ -250,11 +251,11 @@ class CrossCoder(nn.Module):
             return acts * mask
         if not self.training and self.threshold >= 0:
             return acts * (scores > self.threshold)
-        flat = scores.flatten()
-        top = flat.topk(min(k * acts.shape[0], flat.numel()), sorted=False)
-        mask = torch.zeros_like(flat, dtype=torch.bool).scatter_(0, top.indices, True).view_as(acts)
+        rows, cols, selected = batch_top_k(scores.detach(), k * acts.shape[0], per_row=4 * k)
+        mask = torch.zeros_like(acts, dtype=torch.bool)
+        mask[rows, cols] = True
         if update_threshold:
-            self._update_threshold(top.values)
+            self._update_threshold(selected)
         return acts * mask
 
     @torch.no_grad()
@@ -293,44 +294,58 @@ class CrossCoder(nn.Module):
     # ------------------------------------------------------------------ losses
 
     def losses(
-        self, x: torch.Tensor, normalized: bool = False, l1_coeff: float = 0.0, k: int | None = None
+        self, x: torch.Tensor, normalized: bool = False, l1_coeff: float = 0.0, k: int | None = None,
+        sparse: bool | None = None,
     ) -> CrossCoderLosses:
         """All training losses and metrics for a batch ``x`` ``[batch, n_models, d_model]``.
 
         Losses are computed in the working (normalised) space, as in the replication. In training
-        mode this also updates the dead-latent counters and the BatchTopK threshold.
+        mode this also updates the dead-latent counters and the BatchTopK threshold. ``sparse`` (default:
+        on for ``topk`` / ``batchtopk`` on unfolded weights) decodes and back-propagates through the active
+        latents only (``helpers.sparse_step``); ``sparse=False`` forces the dense step.
         """
         self._check_input(x)
         x_norm = x if normalized else self.normalize(x)
         if self.is_folded:
             x_norm = x_norm.to(self.W_enc.dtype)
-        acts = torch.relu(self.pre_activations(x_norm, normalized=True))
-        latents = self._sparsify(acts, k, update_threshold=self.training)
-        x_hat = self.decode(latents, normalized=True)
+        use_sparse = self.cfg.activation != "relu" and not self.is_folded if sparse is None else sparse
+        if use_sparse and (self.cfg.activation == "relu" or self.is_folded):
+            raise ValueError("the sparse step needs a topk / batchtopk crosscoder whose scaling is not folded")
+        if use_sparse:
+            latents, x_hat, sparsity, aux, active = sparse_forward(self, x_norm, k, update_threshold=self.training)
+            l0 = torch.tensor(active.numel() / x_norm.shape[0], device=x_norm.device)
+            fired = torch.zeros(self.cfg.d_hidden, dtype=torch.bool, device=x_norm.device).index_fill_(0, active, True)
+        else:
+            acts = torch.relu(self.pre_activations(x_norm, normalized=True))
+            latents = self._sparsify(acts, k, update_threshold=self.training)
+            x_hat = self.decode(latents, normalized=True)
+            # sum_j f_j * w_j as one mat-vec (a single pass over the [batch, d_hidden] latents)
+            weights = self.code_weights() * self.penalty_scales if self._penalised else self.code_weights()
+            sparsity = (latents.float() @ weights.float()).mean()
+            l0 = latents.detach().sign().sum(-1).mean()  # latents >= 0: sign is 1 where active (fast on CPU)
+            fired = latents.detach().amax(dim=0) > 0
         x_target = x_norm.to(x_hat.dtype)
         error = (x_hat - x_target).float()
         squared_error = error.pow(2)
         reconstruction = squared_error.sum(dim=(-2, -1)).mean()
-        # sum_j f_j * w_j as one mat-vec (a single pass over the [batch, d_hidden] latents)
-        weights = self.code_weights() * self.penalty_scales if self._penalised else self.code_weights()
-        sparsity = (latents.float() @ weights.float()).mean()
 
         centred = (x_target - x_target.mean(0)).float().pow(2)
         ev_per_model = (1 - squared_error.sum(-1) / centred.sum(-1)).mean(0)
         explained_variance = (1 - squared_error.sum((-2, -1)) / centred.sum((-2, -1))).mean()
 
-        aux = torch.zeros((), device=x.device)
-        if self.cfg.activation != "relu":
-            aux = self._aux_k_loss(acts, error.detach())
+        if not use_sparse:
+            aux = torch.zeros((), device=x.device)
+            if self.cfg.activation != "relu":
+                aux = self._aux_k_loss(acts, error.detach())
         if self.training:
-            self._update_dead_counters(latents)
+            self._update_dead_counters(fired, x_norm.shape[0])
         total = reconstruction + l1_coeff * sparsity + self.cfg.aux_k_coeff * aux
         return CrossCoderLosses(
             total=total,
             reconstruction=reconstruction,
             sparsity=sparsity,
             aux_k=aux,
-            l0=latents.detach().sign().sum(-1).mean(),  # latents >= 0: sign is 1 where active (fast on CPU)
+            l0=l0,
             explained_variance=explained_variance.detach(),
             explained_variance_per_model=ev_per_model.detach(),
             latents=latents.detach(),
@@ -361,10 +376,9 @@ class CrossCoder(nn.Module):
         return (aux_recon - target).pow(2).sum(dim=(-2, -1)).mean() / denominator
 
     @torch.no_grad()
-    def _update_dead_counters(self, latents: torch.Tensor) -> None:
-        """Reset the counters of latents that fired in ``latents`` ``[batch, d_hidden]``, advance the rest."""
-        fired = latents.amax(dim=0) > 0
-        self.tokens_since_fired += latents.shape[0]
+    def _update_dead_counters(self, fired: torch.Tensor, n_tokens: int) -> None:
+        """Reset the counters of the latents that ``fired`` (bool ``[d_hidden]``), advance the rest by ``n_tokens``."""
+        self.tokens_since_fired += n_tokens
         self.tokens_since_fired[fired] = 0
 
     def extra_repr(self) -> str:

@@ -19,6 +19,7 @@ LAYERS: list[set[str]] = [
     {"sites"},
     {"buffer"},
     {"crosscoder_config"},
+    {"sparse_step"},
     {"crosscoder"},
     {"checkpoints"},
     {"run_folder"},
