@@ -12,6 +12,7 @@ numbers plus the source's position at the chunk's start: resuming re-draws that 
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Protocol
@@ -186,9 +187,14 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
         np.save(file, array)
 
 
+def _as_stored(fingerprint: dict) -> dict:
+    """A fingerprint as it reads back from JSON (tuples become lists), so that stored and new ones compare."""
+    return json.loads(json.dumps(fingerprint))
+
+
 def _cache_fingerprint(source: ActivationSource, n_tokens: int, shard_tokens: int, storage_dtype: str) -> dict:
-    return {"source": source_fingerprint(source), "n_tokens": n_tokens, "shard_tokens": shard_tokens,
-            "storage_dtype": canonical_dtype_name(storage_dtype)}
+    return _as_stored({"source": source_fingerprint(source), "n_tokens": n_tokens, "shard_tokens": shard_tokens,
+                       "storage_dtype": canonical_dtype_name(storage_dtype)})
 
 
 def _differences(stored: dict, wanted: dict, prefix: str = "") -> list[str]:
@@ -269,9 +275,9 @@ class DiskCacheSource:
             raise FileNotFoundError(f"{self.folder} is {state}: no metadata.json")
         self.metadata = read_json(meta_file)
         cached = self.metadata.get("fingerprint", {})
-        if fingerprint is not None and cached.get("source") != fingerprint:
+        if fingerprint is not None and cached.get("source") != _as_stored(fingerprint):
             raise DiskCacheError(f"{self.folder} caches other activations than requested: "
-                                 f"{_differences(cached.get('source', {}), fingerprint)}")
+                                 f"{_differences(cached.get('source', {}), _as_stored(fingerprint))}")
         self.epochs = positive_int("epochs", epochs)
         self.shards = [self._open_shard(i) for i in range(int(self.metadata["n_shards"]))]
         self.offsets = np.cumsum([0] + [len(s) for s in self.shards])

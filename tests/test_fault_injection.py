@@ -22,15 +22,20 @@ TRIALS = 5  # per signal; two signals -> 10 trials
 ROOT = Path(__file__).parents[1]
 
 
-def run_until_signalled(folder: Path, activation: str, sig: int, delay: float) -> None:
+def latest_step(folder: Path) -> int:
+    pointer = folder / "latest.txt"
+    return int(pointer.read_text().strip().removeprefix("step_") or 0) if pointer.exists() else 0
+
+
+def run_until_signalled(folder: Path, activation: str, sig: int, at_step: int) -> None:
+    """Start a worker (a checkpoint after every step) and send it ``sig`` once it has saved step ``at_step``."""
     worker = subprocess.Popen([sys.executable, "-m", "tests.fault_worker", str(folder), activation, str(STEPS)],
                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while not (folder / "latest.txt").exists():  # the first checkpoint is on disk: training is under way
-        assert worker.poll() is None, "the worker died before its first checkpoint"
-        assert time.monotonic() < deadline, "the worker wrote no checkpoint in 120 s"
-        time.sleep(0.01)
-    time.sleep(delay)
+    while latest_step(folder) < at_step:  # training is under way, past the chosen step
+        assert worker.poll() is None, f"the worker ended before step {at_step}"
+        assert time.monotonic() < deadline, f"the worker did not reach step {at_step} in 120 s"
+        time.sleep(0.002)
     worker.send_signal(sig)
     worker.wait(timeout=120)
 
@@ -47,7 +52,7 @@ def test_resume_after_a_fault_is_bit_identical(tmp_path, sig):
             straight.train()
             references[activation] = straight.crosscoder.state_dict()
         folder = tmp_path / f"trial{trial}"
-        run_until_signalled(folder, activation, sig, delay=rng.uniform(0.0, 1.0))
+        run_until_signalled(folder, activation, sig, at_step=rng.randint(1, STEPS // 2))
         resumed = Trainer.resume(folder, tiny_buffer())
         resumed_at.append(resumed.step)
         resumed.train()
