@@ -239,23 +239,33 @@ class CrossCoder(nn.Module):
         x = self._to_weight_space(x, normalized).to(self.W_enc.dtype)
         return einops.einsum(x, self.W_enc, "batch n d, n d h -> batch h") + self.b_enc
 
+    @torch.no_grad()
+    def active_indices(self, scores: torch.Tensor, k: int | None,
+                       update_threshold: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """The top-k variants' selection: ``(rows, cols)`` of the kept entries of decoder-norm-weighted
+        post-ReLU scores ``[batch, d_hidden]``, sorted by row. ``topk``: each token's ``k`` largest;
+        ``batchtopk``: the learned threshold at inference, else the batch's ``k * batch`` largest (which
+        also update the threshold when ``update_threshold``). The dense and the sparse step both use it."""
+        k = k or self.cfg.k
+        batch = scores.shape[0]
+        if self.cfg.activation == "topk":
+            cols = scores.topk(k, dim=-1, sorted=False).indices.sort(dim=-1).values.flatten()
+            return torch.arange(batch, device=scores.device).repeat_interleave(k), cols
+        if not self.training and self.threshold >= 0:
+            rows, cols = (scores > self.threshold).nonzero(as_tuple=True)
+            return rows, cols
+        rows, cols, selected = batch_top_k(scores, k * batch, per_row=4 * k)
+        if update_threshold:
+            self._update_threshold(selected)
+        return rows, cols
+
     def _sparsify(self, acts: torch.Tensor, k: int | None, update_threshold: bool) -> torch.Tensor:
         """Apply the configured sparsity to post-ReLU activations ``[batch, d_hidden]``."""
         if self.cfg.activation == "relu":
             return acts
-        k = k or self.cfg.k
-        scores = acts * self.code_weights()
-        if self.cfg.activation == "topk":
-            top = scores.topk(k, dim=-1)
-            mask = torch.zeros_like(acts, dtype=torch.bool).scatter_(-1, top.indices, True)
-            return acts * mask
-        if not self.training and self.threshold >= 0:
-            return acts * (scores > self.threshold)
-        rows, cols, selected = batch_top_k(scores.detach(), k * acts.shape[0], per_row=4 * k)
+        rows, cols = self.active_indices(acts.detach() * self.code_weights().detach(), k, update_threshold)
         mask = torch.zeros_like(acts, dtype=torch.bool)
         mask[rows, cols] = True
-        if update_threshold:
-            self._update_threshold(selected)
         return acts * mask
 
     @torch.no_grad()

@@ -83,12 +83,6 @@ def batch_top_k(scores: torch.Tensor, n_keep: int, per_row: int) -> tuple[torch.
     return rows[order], cols[order], values[order]
 
 
-def _rows_cols(chosen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``(rows, cols)`` of a boolean selection ``[batch, d_hidden]``, sorted by row."""
-    rows, cols = chosen.nonzero(as_tuple=True)
-    return rows, cols
-
-
 def sparse_forward(crosscoder, x_norm: torch.Tensor, k: int | None, update_threshold: bool):
     """The forward of a training step for a ``topk`` / ``batchtopk`` crosscoder on working-space activations
     ``x_norm [batch, n_models, d_model]``, touching only active latents.
@@ -104,16 +98,7 @@ def sparse_forward(crosscoder, x_norm: torch.Tensor, k: int | None, update_thres
     with torch.no_grad():
         acts = torch.addmm(crosscoder.b_enc, x_flat, w_enc).clamp_min_(0)  # post-ReLU, [batch, d_hidden]
         scores = acts * crosscoder.code_weights()
-        k = k or cfg.k
-        if cfg.activation == "topk":
-            cols = scores.topk(k, dim=-1, sorted=False).indices.sort(dim=-1).values.flatten()
-            rows = torch.arange(batch, device=acts.device).repeat_interleave(k)
-        elif not crosscoder.training and crosscoder.threshold >= 0:
-            rows, cols = _rows_cols(scores > crosscoder.threshold)
-        else:
-            rows, cols, selected = batch_top_k(scores, k * batch, per_row=4 * k)
-            if update_threshold:
-                crosscoder._update_threshold(selected)
+        rows, cols = crosscoder.active_indices(scores, k, update_threshold)
         keep = acts[rows, cols] > 0  # a zero activation decodes to nothing and has no gradient
         rows, cols = rows[keep], cols[keep]
 
@@ -134,7 +119,7 @@ def sparse_forward(crosscoder, x_norm: torch.Tensor, k: int | None, update_thres
             k_aux = min(cfg.aux_k or cfg.d_model // 2, n_dead)
             aux_scores = torch.where(dead[None, :], scores, torch.full_like(scores, -1.0))
             aux_chosen = torch.zeros_like(acts, dtype=torch.bool).scatter_(-1, aux_scores.topk(k_aux, -1).indices, True)
-            aux_rows, aux_cols = _rows_cols(aux_chosen & (acts > 0))
+            aux_rows, aux_cols = (aux_chosen & (acts > 0)).nonzero(as_tuple=True)
         aux_values = torch.relu(ActivePreactivations.apply(x_flat, w_enc, crosscoder.b_enc, aux_rows, aux_cols,
                                                            acts[aux_rows, aux_cols]))
         aux_recon = decode_active(aux_rows, aux_cols, aux_values, decoder_flat, batch).view_as(x_norm).float()
