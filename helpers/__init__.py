@@ -41,6 +41,8 @@ _EXPORTS: dict[str, str] = {
     "activation_batches": "recipes",
     "make_buffer": "recipes",
     "new_crosscoder": "recipes",
+    "crosscoder_for_site": "recipes",
+    "TokenShard": "data",
     "TrainConfig": "training",
     "Trainer": "training",
     "harvest": "sites",

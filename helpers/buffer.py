@@ -109,9 +109,12 @@ def estimate_scale_factors(source: ActivationSource, n_activations: int = 100_00
 
     The activations are drawn from ``source`` (and so not served to training).
     """
-    acts = source.next_activations(n_activations).float()
-    d_model = acts.shape[-1]
-    return math.sqrt(d_model) / acts.norm(dim=-1).mean(0)
+    return scale_factors_of(source.next_activations(n_activations))
+
+
+def scale_factors_of(acts: torch.Tensor) -> torch.Tensor:
+    """``sqrt(d_model) / mean ||x||`` per model of activations ``[n, n_models, d_model]``, ``[n_models]``."""
+    return math.sqrt(acts.shape[-1]) / acts.float().norm(dim=-1).mean(0)
 
 
 class ShufflingBuffer:
@@ -263,10 +266,12 @@ class DiskCacheSource:
     Every shard is checked against the metadata (count, rows, width, dtype) when the cache is opened; with
     ``fingerprint`` (e.g. ``HarvestingSource.fingerprint()`` of the pair you mean to train on) the cache's
     own fingerprint must match. Raises ``SourceExhaustedError`` when the cache is exhausted, unless
-    ``epochs`` > 1 allows re-reading it.
+    ``epochs`` > 1 allows re-reading it. ``shard=(rank, world_size)`` reads only that rank's contiguous
+    ``1 / world_size`` of the cache (data-parallel training; ranks on several nodes share one cache folder).
     """
 
-    def __init__(self, folder: str | Path, epochs: int = 1, fingerprint: dict | None = None):
+    def __init__(self, folder: str | Path, epochs: int = 1, fingerprint: dict | None = None,
+                 shard: tuple[int, int] | None = None):
         self.folder = Path(folder)
         meta_file = self.folder / "metadata.json"
         if not meta_file.exists():
@@ -281,6 +286,11 @@ class DiskCacheSource:
         self.epochs = positive_int("epochs", epochs)
         self.shards = [self._open_shard(i) for i in range(int(self.metadata["n_shards"]))]
         self.offsets = np.cumsum([0] + [len(s) for s in self.shards])
+        rank, world = shard or (0, 1)
+        if positive_int("world_size", world) and not 0 <= rank < world:
+            raise ValueError(f"shard rank must be in [0, {world}), got {rank}")
+        self.shard, cached = shard, int(self.offsets[-1])
+        self.start, self.stop = rank * cached // world, (rank + 1) * cached // world  # this rank's rows
         self.position = 0
 
     def _open_shard(self, index: int) -> np.ndarray:
@@ -301,7 +311,8 @@ class DiskCacheSource:
         return shard
 
     def fingerprint(self) -> dict:
-        return self.metadata.get("fingerprint", {}).get("source", {})
+        source = self.metadata.get("fingerprint", {}).get("source", {})
+        return source if self.shard is None else {**source, "shard": list(self.shard)}
 
     def _read(self, start: int, stop: int) -> torch.Tensor:
         parts = []
@@ -314,7 +325,7 @@ class DiskCacheSource:
 
     def next_activations(self, n: int) -> torch.Tensor:
         positive_int("n", n)
-        total = int(self.offsets[-1])
+        total = self.stop - self.start
         if self.position + n > total * self.epochs:
             raise SourceExhaustedError(f"activation cache {self.folder} ({total} tokens, epochs={self.epochs}) is "
                                        f"exhausted: {self.position} served, {n} more requested")
@@ -322,7 +333,7 @@ class DiskCacheSource:
         while n:
             offset = start % total
             take = min(n, total - offset)
-            out.append(self._read(offset, offset + take))
+            out.append(self._read(self.start + offset, self.start + offset + take))
             start, n = start + take, n - take
         self.position = start
         return torch.cat(out)

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from .crosscoder_config import CrossCoderConfig
+from .distributed import any_over_batch, batch_is_global, batch_world_size, centred_energy, global_top_values
 from .sparse_step import batch_top_k, sparse_forward
 
 
@@ -125,20 +126,23 @@ class CrossCoder(nn.Module):
                 raise ValueError(f"activation_mean must be {expected}, got {tuple(mean.shape)}")
             self.activation_mean.copy_(mean)
 
-    def _check_trailing(self, x: torch.Tensor) -> None:
-        expected = (self.cfg.n_models, self.cfg.d_model)
-        if not isinstance(x, torch.Tensor) or x.ndim < 2 or tuple(x.shape[-2:]) != expected:
+    def _check_input(self, x: torch.Tensor, batched: bool = True) -> None:
+        """``x`` must be floating point ``[batch, n_models, d_model]`` (``[..., n_models, d_model]`` unless batched)."""
+        expected, lead = (self.cfg.n_models, self.cfg.d_model), "batch" if batched else "..."
+        if not isinstance(x, torch.Tensor) or x.ndim < 2 or (batched and x.ndim != 3) or x.shape[-2:] != expected:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"activations must have shape [..., {expected[0]}, {expected[1]}], got {shape}")
+            raise ValueError(f"activations must have shape [{lead}, {expected[0]}, {expected[1]}], got {shape}")
+        if not torch.is_floating_point(x):
+            raise ValueError(f"activations must be a floating-point tensor, got dtype {x.dtype}")
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """Raw activations ``[..., n_models, d_model]`` -> the crosscoder's working space."""
-        self._check_trailing(x)
+        self._check_input(x, batched=False)
         return ((x - self.activation_mean.to(x.dtype)) * self.scale_factors.to(x.dtype)[:, None]).to(x.dtype)
 
     def denormalize(self, x: torch.Tensor) -> torch.Tensor:
         """Working-space activations ``[..., n_models, d_model]`` -> raw activations."""
-        self._check_trailing(x)
+        self._check_input(x, batched=False)
         return (x / self.scale_factors.to(x.dtype)[:, None] + self.activation_mean.to(x.dtype)).to(x.dtype)
 
     @torch.no_grad()
@@ -225,14 +229,6 @@ class CrossCoder(nn.Module):
 
     # ------------------------------------------------------------------ encode / decode
 
-    def _check_input(self, x: torch.Tensor) -> None:
-        expected = (self.cfg.n_models, self.cfg.d_model)
-        if not isinstance(x, torch.Tensor) or x.ndim != 3 or tuple(x.shape[1:]) != expected:
-            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"activations must have shape [batch, {expected[0]}, {expected[1]}], got {shape}")
-        if not torch.is_floating_point(x):
-            raise ValueError(f"activations must be a floating-point tensor, got dtype {x.dtype}")
-
     def pre_activations(self, x: torch.Tensor, normalized: bool = False) -> torch.Tensor:
         """Encoder pre-activations ``[batch, d_hidden]`` for activations ``x`` ``[batch, n_models, d_model]``."""
         self._check_input(x)
@@ -245,7 +241,8 @@ class CrossCoder(nn.Module):
         """The top-k variants' selection: ``(rows, cols)`` of the kept entries of decoder-norm-weighted
         post-ReLU scores ``[batch, d_hidden]``, sorted by row. ``topk``: each token's ``k`` largest;
         ``batchtopk``: the learned threshold at inference, else the batch's ``k * batch`` largest (which
-        also update the threshold when ``update_threshold``). The dense and the sparse step both use it."""
+        also update the threshold when ``update_threshold``; over all ranks inside ``distributed.global_batch()``).
+        The dense and the sparse step both use it."""
         k = k or self.cfg.k
         batch = scores.shape[0]
         if self.cfg.activation == "topk":
@@ -254,7 +251,12 @@ class CrossCoder(nn.Module):
         if not self.training and self.threshold >= 0:
             rows, cols = (scores > self.threshold).nonzero(as_tuple=True)
             return rows, cols
-        rows, cols, selected = batch_top_k(scores, k * batch, per_row=4 * k)
+        n_keep = k * batch * batch_world_size()  # over the global batch when training data-parallel
+        rows, cols, selected = batch_top_k(scores, n_keep, per_row=4 * k)
+        if batch_is_global():  # keep this rank's entries among the global batch's n_keep largest
+            selected = global_top_values(selected, n_keep)
+            keep = scores[rows, cols] >= selected.min()
+            rows, cols = rows[keep], cols[keep]
         if update_threshold:
             self._update_threshold(selected)
         return rows, cols
@@ -348,7 +350,7 @@ class CrossCoder(nn.Module):
             if self.cfg.activation != "relu":
                 aux = self._aux_k_loss(acts, error.detach())
         if self.training:
-            self._update_dead_counters(fired, x_norm.shape[0])
+            self._update_dead_counters(any_over_batch(fired), x_norm.shape[0] * batch_world_size())
         total = reconstruction + l1_coeff * sparsity + self.cfg.aux_k_coeff * aux
         return CrossCoderLosses(
             total=total,
@@ -382,7 +384,7 @@ class CrossCoder(nn.Module):
         aux_latents = torch.zeros_like(acts).scatter(-1, top.indices, acts.gather(-1, top.indices))
         aux_recon = einops.einsum(aux_latents, self.decoder_weight(), "batch h, h n d -> batch n d").float()
         target = -residual
-        denominator = (target - target.mean(0)).pow(2).sum(dim=(-2, -1)).mean().clamp_min(1e-8)
+        denominator = centred_energy(target).clamp_min(1e-8)
         return (aux_recon - target).pow(2).sum(dim=(-2, -1)).mean() / denominator
 
     @torch.no_grad()
@@ -393,8 +395,6 @@ class CrossCoder(nn.Module):
 
     def extra_repr(self) -> str:
         c = self.cfg
-        return (
-            f"n_models={c.n_models}, d_model={c.d_model}, d_hidden={c.d_hidden}, activation={c.activation}"
-            + (f", k={c.k}" if c.k else "")
-            + f", folded={self.is_folded}"
-        )
+        k = f", k={c.k}" if c.k else ""
+        return f"n_models={c.n_models}, d_model={c.d_model}, d_hidden={c.d_hidden}, activation={c.activation}{k}, " \
+               f"folded={self.is_folded}"

@@ -7,7 +7,9 @@
   replication's ``ckkissane/pile-lmsys-mix-1m-tokenized-gemma-2``) or text / chat (tokenised and packed),
   streaming where the dataset allows.
 
-Both are deterministic and expose ``state_dict`` / ``load_state_dict`` so training can resume exactly.
+- ``TokenShard``: one data-parallel rank's disjoint share of any of them.
+
+All are deterministic and expose ``state_dict`` / ``load_state_dict`` so training can resume exactly.
 """
 
 from __future__ import annotations
@@ -203,6 +205,36 @@ class HFTokenSource:
         if consumed < skip:
             raise ValueError(f"cannot resume at row {skip}: the dataset has only {consumed} rows")
         self.position = skip
+
+
+class TokenShard:
+    """Rank ``rank``'s disjoint share of a token source split over ``world_size`` data-parallel ranks.
+
+    Each request for ``batch_size`` rows draws ``world_size * batch_size`` rows from ``source`` and keeps
+    rows ``rank, rank + world_size, ...``: the ranks see disjoint rows, together exactly the stream one
+    process would see, and resume from the position the shared stream had. Every rank reads (but does not
+    run the models on) the whole stream, which costs little next to harvesting.
+    """
+
+    def __init__(self, source, rank: int, world_size: int):
+        positive_int("world_size", world_size)
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
+        self.source, self.rank, self.world_size = source, rank, world_size
+
+    def fingerprint(self) -> dict:
+        return {"shard": [self.rank, self.world_size], "tokens": source_fingerprint(self.source)}
+
+    def next_batch(self, batch_size: int) -> torch.Tensor:
+        """``[batch_size, seq_len]``: this rank's rows of the next ``world_size * batch_size``."""
+        rows = self.source.next_batch(positive_int("batch_size", batch_size) * self.world_size)
+        return rows[self.rank :: self.world_size]
+
+    def state_dict(self) -> dict:
+        return self.source.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.source.load_state_dict(state)
 
 
 def prompts_by_length(tokenizer, prompts: Sequence[str], device: str | torch.device = "cpu"

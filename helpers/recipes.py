@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .buffer import HarvestingSource, ShufflingBuffer, estimate_scale_factors
+from .buffer import ActivationSource, HarvestingSource, ShufflingBuffer, scale_factors_of
 from .checkpoints import save
 from .crosscoder import CrossCoder, CrossCoderConfig
 from .data import HFTokenSource, ToyTokenSource
@@ -60,10 +60,19 @@ def make_buffer(pair: ModelPair, token_source, buffer_tokens: int, storage_dtype
 def new_crosscoder(pair: ModelPair, buffer: ShufflingBuffer, scale_tokens: int = 50_000, **cfg_kwargs) -> CrossCoder:
     """A freshly initialised crosscoder for ``pair`` at the pair's hook point, whose scale factors are
     estimated on ``scale_tokens`` activations drawn from the buffer's source (so not used for training)."""
-    cfg = CrossCoderConfig(d_model=pair.d_model, n_models=len(pair.models), hook_point=pair.hook_point,
-                           model_names=list(pair.names), **cfg_kwargs)
+    return crosscoder_for_site(list(pair.names), pair.hook_point, buffer.source, scale_tokens, **cfg_kwargs)
+
+
+def crosscoder_for_site(model_names: list[str], hook_point: str, source: ActivationSource,
+                        scale_tokens: int = 50_000, **cfg_kwargs) -> CrossCoder:
+    """A fresh crosscoder for the models ``model_names`` at ``hook_point``, sized and normalised from
+    ``scale_tokens`` activations ``[n, n_models, d_model]`` drawn from ``source`` (a harvest or a disk
+    cache; no model needs to be loaded)."""
+    acts = source.next_activations(scale_tokens)
+    cfg = CrossCoderConfig(d_model=acts.shape[-1], n_models=acts.shape[1], hook_point=hook_point,
+                           model_names=model_names, **cfg_kwargs)
     crosscoder = CrossCoder(cfg)
-    crosscoder.set_normalization(estimate_scale_factors(buffer.source, scale_tokens))
+    crosscoder.set_normalization(scale_factors_of(acts))
     return crosscoder
 
 

@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .distributed import centred_energy
+
 
 class ActivePreactivations(torch.autograd.Function):
     """``pre[rows, cols]`` of ``pre = x @ W + b``, given precomputed values; gradients only for those entries.
@@ -124,7 +126,7 @@ def sparse_forward(crosscoder, x_norm: torch.Tensor, k: int | None, update_thres
                                                            acts[aux_rows, aux_cols]))
         aux_recon = decode_active(aux_rows, aux_cols, aux_values, decoder_flat, batch).view_as(x_norm).float()
         target = (x_norm.to(x_hat.dtype) - x_hat).detach().float()  # -(x_hat - x): what is left to explain
-        denominator = (target - target.mean(0)).pow(2).sum(dim=(-2, -1)).mean().clamp_min(1e-8)
+        denominator = centred_energy(target).clamp_min(1e-8)
         aux = (aux_recon - target).pow(2).sum(dim=(-2, -1)).mean() / denominator
 
     latents = torch.zeros_like(acts)

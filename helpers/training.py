@@ -7,6 +7,12 @@ is part of ``CrossCoder.losses``. Checkpoints (every ``checkpoint_every`` steps,
 end) hold the crosscoder, the optimiser, the step, the buffer position and the RNG states, so that
 ``Trainer.resume`` continues exactly (``helpers.run_folder`` keeps them safe on disk).
 
+Data-parallel (``torchrun``, see ``helpers.distributed``): ``batch_size`` is the global batch, each rank
+draws ``batch_size / world_size`` activations from its own shard of the data, gradients and every batch
+statistic are shared, so N ranks train exactly as one would on the same global batches. Rank 0 alone
+writes checkpoints, holding every rank's buffer position; a run resumes at the world size it was saved
+with. Ctrl-C, NaN checks and logging are agreed across ranks.
+
 Interrupts take effect between steps: Ctrl-C (SIGINT, also Jupyter's stop button) lets the step in
 progress finish, saves a checkpoint and returns; a second Ctrl-C stops at once without saving (the last
 complete checkpoint stays as it was). A NaN or Inf loss or gradient stops training before the optimiser
@@ -28,6 +34,15 @@ from tqdm.auto import tqdm
 from .checkpoints import load, save
 from .crosscoder import CrossCoder
 from .data import source_fingerprint
+from .distributed import (
+    average_gradients,
+    broadcast_module,
+    broadcast_object,
+    gather_objects,
+    global_batch,
+    rank_and_world,
+    sum_over_batch,
+)
 from .files import read_json, write_json
 from .registry import model_roles
 from .run_folder import CheckpointDirError, RunFolder, latest_checkpoint, new_run_id, run_id_of
@@ -46,6 +61,7 @@ class TrainConfig:
     """Everything that fixes a training run (saved with every checkpoint).
 
     Defaults are the replication's except ``num_tokens``. ``checkpoint_dir`` None disables checkpoints.
+    ``batch_size`` is the global batch: with ``torchrun`` each of the ranks trains on an equal slice of it.
     """
 
     num_tokens: int = 10_000_000
@@ -120,19 +136,26 @@ class Trainer:
     """Trains ``crosscoder`` on batches from ``buffer`` (raw activations; the crosscoder normalises).
 
     ``history`` holds one dict per logged step (step, losses, L0, explained variance, lr, l1 coeff,
-    dead fraction) for plotting.
+    dead fraction) for plotting; when data-parallel, metrics are averaged over the ranks (each rank's
+    explained variance centres on its own slice). In a process group each rank passes its own ``buffer``
+    (a shard of the data, e.g. ``helpers.data.TokenShard`` or ``DiskCacheSource(..., shard=(rank, world))``).
     """
 
     def __init__(self, crosscoder: CrossCoder, buffer, cfg: TrainConfig, device: str | torch.device = "cpu"):
+        self.rank, self.world_size = rank_and_world()
+        if cfg.batch_size % self.world_size:
+            raise ValueError(f"batch_size {cfg.batch_size} is the global batch and must divide evenly over "
+                             f"{self.world_size} ranks")
         self.crosscoder, self.buffer, self.cfg = crosscoder.to(device), buffer, cfg
         self.device = torch.device(device)
+        broadcast_module(self.crosscoder)  # every rank starts from rank 0's weights and scale factors
         self.optimizer = torch.optim.Adam(crosscoder.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
         self.step = 0
         self.history: list[dict] = []
         self.last_checkpoint: Path | None = None
         self.run_id = new_run_id()
         self._run_folder: RunFolder | None = None
-        self._stop_requested = False
+        self._stop_requested = self._stop_agreed = False
         self._wandb = None
         torch.manual_seed(cfg.seed)
 
@@ -142,6 +165,10 @@ class Trainer:
         """Write ``checkpoint_dir/step_NNNNNNN`` and point ``latest.txt`` at it (see ``helpers.run_folder``)."""
         if not self.cfg.checkpoint_dir:
             return None
+        buffers = gather_objects((self.buffer.state_dict(), source_fingerprint(self.buffer)))
+        if self.rank != 0:
+            self.last_checkpoint = broadcast_object(None)
+            return self.last_checkpoint
         if self._run_folder is None:
             self._run_folder = RunFolder(self.cfg.checkpoint_dir, self.run_id, self.cfg.keep_checkpoints)
         not_finite = [name for name, p in self.crosscoder.named_parameters() if not torch.isfinite(p).all()]
@@ -152,8 +179,11 @@ class Trainer:
             "step": self.step,
             "run_id": self.run_id,
             "optimizer": self.optimizer.state_dict(),
-            "buffer": self.buffer.state_dict(),
-            "buffer_fingerprint": source_fingerprint(self.buffer),
+            "buffer": buffers[0][0],
+            "buffer_fingerprint": buffers[0][1],
+            "world_size": self.world_size,
+            "buffer_by_rank": [state for state, _ in buffers],
+            "buffer_fingerprint_by_rank": [fingerprint for _, fingerprint in buffers],
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "history": self.history,
@@ -164,7 +194,7 @@ class Trainer:
             torch.save(state, folder / TRAINER_STATE)
             write_json(folder / TRAIN_CONFIG, asdict(self.cfg))
 
-        self.last_checkpoint = self._run_folder.write(self.step, write)
+        self.last_checkpoint = broadcast_object(self._run_folder.write(self.step, write))
         return self.last_checkpoint
 
     @staticmethod
@@ -175,13 +205,23 @@ class Trainer:
     @classmethod
     def resume(cls, checkpoint_dir: str | Path, buffer, device: str | torch.device = "cpu") -> Trainer:
         """Rebuild a trainer from the latest checkpoint in ``checkpoint_dir``; ``buffer`` must be built
-        like the original (same source and settings); it is rewound to where training stopped."""
+        like the original (same source and settings); it is rewound to where training stopped. A
+        data-parallel run resumes only at the world size it was saved with, each rank from its own position."""
         folder = latest_checkpoint(checkpoint_dir)
         cfg = TrainConfig.from_dict(read_json(folder / TRAIN_CONFIG))
         cfg.checkpoint_dir = str(checkpoint_dir)
         trainer = cls(load(folder, device=device), buffer, cfg, device)
         state = torch.load(folder / TRAINER_STATE, map_location="cpu", weights_only=True)
-        saved, given = state.get("buffer_fingerprint"), source_fingerprint(buffer)
+        saved_world = int(state.get("world_size", 1))
+        if saved_world != trainer.world_size:
+            raise CheckpointDirError(
+                f"{folder} was written by a run on {saved_world} rank(s), this one has {trainer.world_size}: each "
+                f"rank's data position is saved, so resume with the same world size (torchrun --nproc-per-node / "
+                f"--nnodes). To continue at another size, start a new run from the weights: "
+                f"helpers.load({str(folder)!r}).")
+        buffer_state = state.get("buffer_by_rank", [state["buffer"]])[trainer.rank]
+        saved = state.get("buffer_fingerprint_by_rank", [state.get("buffer_fingerprint")])[trainer.rank]
+        given = source_fingerprint(buffer)
         if saved is not None and saved != given:
             raise CheckpointDirError(f"{folder} was trained on another buffer than the one given: saved {saved}, "
                                      f"given {given}. Build the buffer as the run did (same source, size, seed).")
@@ -189,7 +229,7 @@ class Trainer:
         trainer.step, trainer.history = int(state["step"]), list(state["history"])
         trainer.run_id = str(state.get("run_id") or run_id_of(checkpoint_dir) or trainer.run_id)
         trainer.last_checkpoint = folder
-        buffer.load_state_dict(state["buffer"])
+        buffer.load_state_dict(buffer_state)
         torch.set_rng_state(state["rng_cpu"])
         if state["rng_cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng_cuda"])
@@ -198,16 +238,16 @@ class Trainer:
     # ------------------------------------------------------------------ training
 
     def _log(self, losses, lr: float, l1_coeff: float, k: int | None, seconds: float) -> dict:
+        """Record the step's metrics (averaged over ranks when data-parallel) in ``history``."""
+        names = ["loss", "reconstruction", "sparsity", "aux_k", "l0", "explained_variance",
+                 *(f"explained_variance_{role}" for role in model_roles(self.crosscoder.cfg.n_models))]
+        values = torch.cat([torch.stack([losses.total, losses.reconstruction, losses.sparsity, losses.aux_k,
+                                         losses.l0, losses.explained_variance]).detach().float(),
+                            losses.explained_variance_per_model.float()])
+        values = (sum_over_batch(values) / self.world_size).tolist()
         record = {
             "step": self.step,
-            "loss": losses.total.item(),
-            "reconstruction": losses.reconstruction.item(),
-            "sparsity": losses.sparsity.item(),
-            "aux_k": losses.aux_k.item(),
-            "l0": losses.l0.item(),
-            "explained_variance": losses.explained_variance.item(),
-            **{f"explained_variance_{role}": v for role, v in zip(model_roles(self.crosscoder.cfg.n_models),
-                                                                  losses.explained_variance_per_model.tolist())},
+            **dict(zip(names, values)),
             "dead_fraction": self.crosscoder.dead_mask().float().mean().item(),
             "lr": lr,
             "l1_coeff": l1_coeff,
@@ -226,6 +266,11 @@ class Trainer:
         self._stop_requested = True
         print("\nstopping after this step (press Ctrl-C again to stop at once, without saving)")
 
+    def _stopping(self) -> bool:
+        """Whether to stop before the next step: this process's Ctrl-C, or when data-parallel, the ranks'
+        agreement on it from the last step (so that every rank stops after the same step)."""
+        return self._stop_requested if self.world_size == 1 else self._stop_agreed
+
     def _step(self, end: int, started: float, progress) -> None:
         """One optimiser step on the next batch, then logging and the periodic checkpoint."""
         cfg, crosscoder = self.cfg, self.crosscoder
@@ -233,15 +278,20 @@ class Trainer:
         k = cfg.k_at(self.step, crosscoder.cfg.k)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        x = self.buffer.next_batch(cfg.batch_size).to(self.device)
+        x = self.buffer.next_batch(cfg.batch_size // self.world_size).to(self.device)
         losses = crosscoder.losses(x, l1_coeff=l1_coeff, k=k)
-        if not math.isfinite(losses.total.item()):
+        # one collective agrees on the loss (finite on every rank?) and on Ctrl-C (pressed on any rank?)
+        agreed = sum_over_batch(torch.stack([losses.total.detach().float(),
+                                             torch.tensor(float(self._stop_requested), device=x.device)]))
+        self._stop_agreed = bool(agreed[1] > 0)
+        if not math.isfinite(agreed[0].item()):
             raise TrainingDivergedError(
-                f"loss is {losses.total.item()} at step {self.step} (reconstruction "
+                f"loss is {losses.total.item()} at step {self.step} on rank {self.rank} (reconstruction "
                 f"{losses.reconstruction.item()}, input finite: {bool(torch.isfinite(x).all())}). "
                 f"Last good checkpoint: {self.last_checkpoint or 'none written'}. Lower lr or check the activations.")
         self.optimizer.zero_grad(set_to_none=True)
         losses.total.backward()
+        average_gradients(crosscoder.parameters())
         grad_norm = torch.nn.utils.clip_grad_norm_(crosscoder.parameters(), cfg.grad_clip or math.inf)
         if not torch.isfinite(grad_norm):
             raise TrainingDivergedError(
@@ -267,20 +317,21 @@ class Trainer:
         if steps is not None:
             positive_int("steps", steps)
         end = cfg.total_steps if steps is None else min(cfg.total_steps, self.step + steps)
-        if cfg.wandb_project and self._wandb is None:
+        if cfg.wandb_project and self._wandb is None and self.rank == 0:
             import wandb
 
             wandb.init(project=cfg.wandb_project, config=asdict(cfg) | crosscoder.cfg.to_dict())
             self._wandb = wandb
         crosscoder.train()
-        progress = tqdm(total=end - self.step, desc="training crosscoder")
+        progress = tqdm(total=end - self.step, desc="training crosscoder", disable=self.rank != 0)
         started = time.time()
-        self._stop_requested = False
+        self._stop_requested = self._stop_agreed = False
         in_main_thread = threading.current_thread() is threading.main_thread()
         previous_handler = signal.signal(signal.SIGINT, self._request_stop) if in_main_thread else None
         try:
-            while self.step < end and not self._stop_requested:
-                self._step(end, started, progress)
+            with global_batch():
+                while self.step < end and not self._stopping():
+                    self._step(end, started, progress)
         except KeyboardInterrupt:
             print(f"stopped mid-step at step {self.step}, nothing saved; the last complete checkpoint is "
                   f"{self.last_checkpoint or 'none'}")
@@ -290,7 +341,7 @@ class Trainer:
                 signal.signal(signal.SIGINT, previous_handler)
             progress.close()
             crosscoder.eval()
-        if self._stop_requested:
+        if self._stopping():
             where = self.save_checkpoint()
             print(f"interrupted at step {self.step}; " + (f"checkpoint saved to {where}" if where else
                                                           "set checkpoint_dir to keep progress on interruption"))

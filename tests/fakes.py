@@ -91,3 +91,29 @@ def tiny_buffer(nan_after: int | None = None):
     from helpers.buffer import ShufflingBuffer
 
     return ShufflingBuffer(SyntheticSource(nan_after=nan_after), buffer_tokens=96, seed=3)
+
+
+class GlobalBatchSlices:
+    """A buffer serving this rank's slice of fixed global batches: batch ``i`` is ``SyntheticSource``'s rows
+    ``[i * G, (i + 1) * G)`` for a global batch ``G = n * world_size``, and rank ``r`` gets rows
+    ``[r * n, (r + 1) * n)`` of it, so every world size trains on the same global batches."""
+
+    def __init__(self):
+        from helpers.distributed import rank_and_world
+
+        self.rank, self.world_size = rank_and_world()
+        self.source, self.batches_served = SyntheticSource(), 0
+
+    def next_batch(self, n: int) -> torch.Tensor:
+        self.source.load_state_dict({"position": self.batches_served * n * self.world_size})
+        self.batches_served += 1
+        return self.source.next_activations(n * self.world_size)[self.rank * n : (self.rank + 1) * n]
+
+    def fingerprint(self) -> dict:
+        return {"kind": "global batch slices", "rank": self.rank, "world_size": self.world_size}
+
+    def state_dict(self) -> dict:
+        return {"batches_served": self.batches_served}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.batches_served = state["batches_served"]

@@ -1,0 +1,99 @@
+"""Data-parallel training: 2 gloo processes equal 1 process on the same global batches; data shards."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from helpers.buffer import DiskCacheSource, write_disk_cache
+from helpers.data import TokenShard
+from tests.fakes import CountingTokenSource, SyntheticSource
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def launch(world_size: int, out: Path) -> None:
+    """``torch.distributed.run`` with ``world_size`` CPU processes running ``tests.distributed_worker``."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={world_size}",
+               "-m", "tests.distributed_worker", str(out)]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ddp")
+    launch(2, out)
+    launch(1, out)
+    return out
+
+
+@pytest.mark.parametrize("activation", ["relu", "batchtopk"])
+def test_two_ranks_train_as_one(runs, activation):
+    one, two = (torch.load(runs / f"{activation}-w{w}.pt", weights_only=True) for w in (1, 2))
+    for name, tensor in one["weights"].items():
+        other = two["weights"][name]
+        if tensor.is_floating_point():
+            assert torch.allclose(tensor, other, atol=1e-5, rtol=0), (name, (tensor - other).abs().max())
+        else:
+            assert torch.equal(tensor, other), name  # dead-latent counters, the folded flag
+    assert len(one["history"]) == len(two["history"]) == 6
+    # the logged reconstruction loss is the mean over ranks' slices: the global batch's mean
+    for a, b in zip(one["history"], two["history"]):
+        assert a["reconstruction"] == pytest.approx(b["reconstruction"], rel=1e-4)
+    if activation == "batchtopk":
+        assert one["weights"]["threshold"] > 0
+        assert one["history"][-1]["aux_k"] > 0  # dead latents appeared, so the aux-k path was compared too
+        assert one["history"][-1]["l0"] == pytest.approx(two["history"][-1]["l0"])
+
+
+def test_resume_at_another_world_size_is_refused(runs):
+    message = (runs / "resume-mismatch.txt").read_text()
+    assert "2 rank(s)" in message and "this one has 1" in message and "helpers.load(" in message
+
+
+def test_token_shards_are_disjoint_and_cover_the_stream():
+    whole = CountingTokenSource().next_batch(12)
+    shards = [TokenShard(CountingTokenSource(), rank, 3) for rank in range(3)]
+    parts = [shard.next_batch(4) for shard in shards]
+    assert torch.equal(torch.cat(parts).sort(dim=0).values, whole.sort(dim=0).values)
+    assert all(torch.equal(parts[r], whole[r::3]) for r in range(3))
+    with pytest.raises(ValueError, match="rank must be"):
+        TokenShard(CountingTokenSource(), 3, 3)
+
+
+def test_disk_cache_shards_split_the_cache(tmp_path):
+    folder = write_disk_cache(SyntheticSource(), tmp_path / "cache", n_tokens=100, shard_tokens=30,
+                              storage_dtype="float32")
+    whole = DiskCacheSource(folder).next_activations(100)
+    first, second = (DiskCacheSource(folder, shard=(rank, 2)) for rank in range(2))
+    assert torch.equal(torch.cat([first.next_activations(50), second.next_activations(50)]), whole)
+    assert first.fingerprint()["shard"] == [0, 2]
+    with pytest.raises(Exception, match="exhausted"):
+        first.next_activations(1)
+    assert np.isfinite(whole.numpy()).all()
+
+
+def test_command_line_trains_data_parallel_from_a_disk_cache(tmp_path):
+    """``torchrun -m helpers.launch train --cache``: each rank reads its half; rank 0 writes the checkpoint."""
+    cache = write_disk_cache(SyntheticSource(), tmp_path / "cache", n_tokens=4096, shard_tokens=1024,
+                             storage_dtype="float32")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m",
+               "helpers.launch", "train", "--pair", "toy", "--cache", str(cache), "--out", str(tmp_path / "run"),
+               "--num-tokens", "1024", "--batch-size", "256", "--buffer-tokens", "512", "--d-hidden", "32",
+               "--scale-tokens", "256", "--activation", "batchtopk", "--k", "4"]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = torch.load(tmp_path / "run" / "step_0000004" / "trainer_state.pt", weights_only=True)
+    assert state["world_size"] == 2 and state["step"] == 4
+    # each rank read its own half of the cache: 256 for the scale factors, then one 512-activation chunk
+    assert [s["chunk_start"]["position"] for s in state["buffer_by_rank"]] == [256, 256]
+    assert [f["source"]["shard"] for f in state["buffer_fingerprint_by_rank"]] == [[0, 2], [1, 2]]
