@@ -44,6 +44,7 @@ _EXPORTS: dict[str, str] = {
     "crosscoder_for_site": "recipes",
     "TokenShard": "data",
     "TrainConfig": "training",
+    "LiveTrainingView": "live_view",
     "Trainer": "training",
     "harvest": "sites",
     # analysis

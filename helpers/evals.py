@@ -123,6 +123,13 @@ def _reconstruct(crosscoder: CrossCoder, activations: torch.Tensor) -> torch.Ten
 
 
 @torch.no_grad()
+def ce_recovered(clean_loss, spliced_loss, ablated_loss):
+    """The fraction of next-token loss recovered by splicing in the reconstruction, relative to zero-ablating
+    the site: ``1 - (spliced - clean) / (ablated - clean)`` (1: as good as the model, 0: as bad as ablation).
+    Works on numbers, arrays and pandas columns alike."""
+    return 1 - (spliced_loss - clean_loss) / (ablated_loss - clean_loss)
+
+
 def splice_metrics(pair: ModelPair, crosscoder: CrossCoder, token_batches: Iterable[torch.Tensor],
                    progress: bool = True):
     """CE and KL when splicing the reconstruction into each model, averaged over all sequences' tokens.
@@ -167,7 +174,7 @@ def splice_metrics(pair: ModelPair, crosscoder: CrossCoder, token_batches: Itera
                          index=pd.Index(pair.roles, name="model"))
     table.attrs["model_names"] = list(pair.names)
     table["ce_delta"] = table["spliced_loss"] - table["clean_loss"]
-    table["ce_recovered"] = 1 - table["ce_delta"] / (table["ablated_loss"] - table["clean_loss"])
+    table["ce_recovered"] = ce_recovered(table["clean_loss"], table["spliced_loss"], table["ablated_loss"])
     table["n_sequences"], table["n_tokens"] = n_sequences, n_tokens
     ordered = table[["clean_loss", "spliced_loss", "ablated_loss", "ce_delta", "ce_recovered", "kl_spliced",
                      "n_sequences", "n_tokens"]]

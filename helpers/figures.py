@@ -101,3 +101,24 @@ def ablation_kl_scatter(effects, classes, title: str = "Ablating one latent: KL 
                          yaxis_title=f"KL shift, chat ({names[1]})",
                          xaxis_type="log", yaxis_type="log", template="plotly_white")
     return figure
+
+
+def training_curves(history, roles=("base", "chat"), title: str = "Training curves"):
+    """Reconstruction loss (log scale), L0, explained variance per model and the dead fraction against the
+    step, from ``Trainer.history`` (a list of records or a DataFrame of them)."""
+    import pandas as pd
+    from plotly.subplots import make_subplots
+
+    history = pd.DataFrame(history)
+    figure = make_subplots(rows=1, cols=4, subplot_titles=["reconstruction loss", "L0", "explained variance",
+                                                           "dead latents (fraction)"])
+    if len(history):
+        figure.add_scatter(x=history.step, y=history.reconstruction, row=1, col=1, name="reconstruction")
+        figure.add_scatter(x=history.step, y=history.l0, row=1, col=2, name="L0")
+        for role in roles:
+            figure.add_scatter(x=history.step, y=history[f"explained_variance_{role}"], row=1, col=3,
+                               name=f"FVE {role}")
+        figure.add_scatter(x=history.step, y=history.dead_fraction, row=1, col=4, name="dead")
+    figure.update_yaxes(type="log", row=1, col=1)
+    figure.update_layout(title=title, template="plotly_white", height=330)
+    return figure

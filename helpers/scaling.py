@@ -41,6 +41,13 @@ NU_ERR_MAX = 0.2
 NU_REC_MAX = 0.5
 
 
+def closed_form_beta(f: torch.Tensor, d: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The module docstring's closed form for one latent: ``argmin_beta sum_i ||beta f_i d - y_i||^2`` for
+    activations ``f [n]``, a direction ``d [d_model]`` and targets ``y [n, d_model]``; a 0-d tensor.
+    ``latent_scaling`` accumulates the same sums in one pass for many latents at once."""
+    return ((f[:, None] * y).sum(0) @ d) / (d.pow(2).sum() * f.pow(2).sum())
+
+
 @torch.no_grad()
 def latent_scaling(
     crosscoder: CrossCoder,

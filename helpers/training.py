@@ -25,6 +25,7 @@ import math
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -271,7 +272,7 @@ class Trainer:
         agreement on it from the last step (so that every rank stops after the same step)."""
         return self._stop_requested if self.world_size == 1 else self._stop_agreed
 
-    def _step(self, end: int, started: float, progress) -> None:
+    def _step(self, end: int, started: float, progress, on_log: Callable[[dict, list[dict]], None] | None) -> None:
         """One optimiser step on the next batch, then logging and the periodic checkpoint."""
         cfg, crosscoder = self.cfg, self.crosscoder
         lr, l1_coeff = cfg.lr_at(self.step), cfg.l1_coeff_at(self.step)
@@ -304,11 +305,17 @@ class Trainer:
             record = self._log(losses, lr, l1_coeff, k, time.time() - started)
             progress.set_postfix(loss=f"{record['loss']:.3g}", l0=f"{record['l0']:.1f}",
                                  fve=f"{record['explained_variance']:.3f}")
+            if on_log is not None and self.rank == 0:
+                on_log(record, self.history)
         if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
             self.save_checkpoint()
 
-    def train(self, steps: int | None = None) -> list[dict]:
+    def train(self, steps: int | None = None,
+              on_log: Callable[[dict, list[dict]], None] | None = None) -> list[dict]:
         """Run ``steps`` more steps (default: to ``cfg.total_steps``); returns ``history``.
+
+        ``on_log(record, history)`` is called on rank 0 after every logged step (e.g. a
+        ``helpers.live_view.LiveTrainingView``).
 
         Ctrl-C takes effect between steps: it saves a checkpoint and returns (see the module docstring).
         A NaN / Inf loss or gradient raises ``TrainingDivergedError``.
@@ -331,7 +338,7 @@ class Trainer:
         try:
             with global_batch():
                 while self.step < end and not self._stopping():
-                    self._step(end, started, progress)
+                    self._step(end, started, progress, on_log)
         except KeyboardInterrupt:
             print(f"stopped mid-step at step {self.step}, nothing saved; the last complete checkpoint is "
                   f"{self.last_checkpoint or 'none'}")

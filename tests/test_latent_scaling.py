@@ -129,3 +129,14 @@ def test_flags_and_bad_input(trained_like, activations):
         latent_scaling(trained_like, [activations], [48], progress=False)
     with pytest.raises(ValueError, match="no activations"):
         latent_scaling(trained_like, [], [0], progress=False)
+
+
+def test_closed_form_beta_is_the_least_squares_scale():
+    from helpers.scaling import closed_form_beta
+
+    generator = torch.Generator().manual_seed(5)
+    f, d = torch.rand(50, generator=generator), torch.randn(6, generator=generator)
+    y = torch.randn(50, 6, generator=generator)
+    design = (f[:, None] * d).reshape(-1, 1).double()
+    expected = torch.linalg.lstsq(design, y.reshape(-1, 1).double()).solution.item()
+    assert closed_form_beta(f, d, y).item() == pytest.approx(expected, rel=1e-5)

@@ -28,7 +28,7 @@ LAYERS: list[set[str]] = [
     {"diff"},
     {"latents"},
     {"analysis", "scaling", "detection", "evals", "figures", "steering"},
-    {"dashboards"},
+    {"dashboards", "exercises", "live_view"},
     {"recipes"},
     {"comparison", "launch"},
     {"notebook"},

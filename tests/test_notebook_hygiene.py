@@ -37,3 +37,24 @@ def test_notebook_opening_and_hygiene(path: Path):
         if cell["cell_type"] == "code":
             assert cell.get("outputs") == [] and cell.get("execution_count") is None, "strip outputs"
     assert any("assert " in "".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    assert any(c["cell_type"] == "markdown" and "".join(c["source"]).startswith("## Where to go next")
+               for c in cells), "a 'Where to go next' section"
+
+
+EXERCISE_NOTEBOOKS = ["01", "02", "03", "04", "06"]
+
+
+@pytest.mark.parametrize("number", EXERCISE_NOTEBOOKS)
+def test_exercises_have_stub_hidden_solution_and_check(number: str):
+    """ARENA-style: a stub that raises until written, a collapsed solution cell (Jupyter and Colab), a check."""
+    path = next(p for p in NOTEBOOKS if p.name.startswith(number))
+    cells = json.loads(path.read_text())["cells"]
+    solutions = [i for i, c in enumerate(cells) if "solution" in c["metadata"].get("tags", [])]
+    assert solutions, f"{path.name} has no exercise"
+    for i in solutions:
+        stub, solution, check = ("".join(cells[j]["source"]) for j in (i - 1, i, i + 1))
+        assert "raise NotImplementedError" in stub and "# EXERCISE" in stub
+        name = re.search(r"^def (\w+)\(", stub, re.MULTILINE).group(1)
+        assert f"def {name}(" in solution and "NotImplementedError" not in solution
+        assert cells[i]["metadata"]["jupyter"]["source_hidden"] and cells[i]["metadata"]["cellView"] == "form"
+        assert re.search(rf"check_\w+\({name}\b", check), "the cell after the solution checks the learner's function"

@@ -204,3 +204,30 @@ def test_resume_refuses_a_buffer_built_differently(tmp_path):
 def test_train_steps_must_be_positive(tmp_path):
     with pytest.raises(ValueError, match="steps must be an integer >= 1"):
         make(tmp_path).train(steps=-3)
+
+
+def test_live_view_prints_a_line_per_update_outside_notebooks(capsys):
+    from helpers.live_view import LiveTrainingView
+
+    every = LiveTrainingView(6, min_seconds=0, notebook=False)
+    tiny_trainer(None, steps=6, log_every=2).train(on_log=every)
+    throttled = LiveTrainingView(6, min_seconds=3600, notebook=False)
+    trainer = tiny_trainer(None, steps=6, log_every=2)
+    trainer.train(on_log=throttled)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step")]
+    assert every.updates == 3 and throttled.updates == 2  # throttled: the first logged step and the last
+    assert lines[0].startswith("step      2/6 | loss") and lines[-1].startswith("step      6/6")
+    assert f"L0 {trainer.history[-1]['l0']:.1f}" in lines[-1] and "FVE base" in lines[-1]
+
+
+def test_wandb_logging_is_off_by_default_and_offline_when_asked(tmp_path, monkeypatch):
+    wandb = pytest.importorskip("wandb")
+    assert TrainConfig().wandb_project is None
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    trainer = tiny_trainer(None, steps=3, wandb_project="crosscoder-test")
+    trainer.train()
+    wandb.finish()
+    logged = list(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
+    assert logged, "an offline wandb run was written"

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Build the rendered tutorials (outputs/site/) from the executed notebooks in outputs/notebooks/, which the
+# tests (.venv/bin/python -m pytest) or scripts/tutorials.sh write. Nothing is executed again here.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x .venv/bin/python ] || bash scripts/setup.sh
+.venv/bin/python -m pip install --quiet -r requirements-docs.txt
+NO_MKDOCS_2_WARNING=1 .venv/bin/python scripts/build_site.py
