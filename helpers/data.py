@@ -7,6 +7,7 @@
   replication's ``ckkissane/pile-lmsys-mix-1m-tokenized-gemma-2``) or text / chat (tokenised and packed),
   streaming where the dataset allows.
 
+- ``MixedTokenSource``: a text source and a chat source interleaved in a fixed proportion.
 - ``TokenShard``: one data-parallel rank's disjoint share of any of them.
 
 All are deterministic and expose ``state_dict`` / ``load_state_dict`` so training can resume exactly.
@@ -140,15 +141,18 @@ class HFTokenSource:
         path, name, split, data_files: passed to ``datasets.load_dataset``.
         tokenizer: used for text and chat columns (and for its BOS id).
         seq_len: tokens per row, BOS included.
-        column: ``input_ids`` (pre-tokenised rows, truncated to ``seq_len``), a text column, or a chat
-            column holding a list of ``{"role", "content"}`` messages (formatted with ``format_chat``).
+        column: ``input_ids`` (pre-tokenised rows, truncated to ``seq_len``; every id must be in the
+            tokenizer's vocabulary), a text column, or a chat column holding a list of ``{"role", "content"}``
+            messages, rendered with ``chat_tokenizer``'s chat template when it has one (the chat model's own,
+            as it was fine-tuned on), else with the plain ``format_chat`` template.
         streaming: stream instead of downloading the whole dataset.
     """
 
     def __init__(self, path: str, tokenizer, seq_len: int = 1024, column: str = "input_ids", split: str = "train",
-                 name: str | None = None, data_files=None, streaming: bool = True):
+                 name: str | None = None, data_files=None, streaming: bool = True, chat_tokenizer=None):
         self.args = dict(path=path, name=name, split=split, data_files=data_files, streaming=streaming)
         self.tokenizer, self.seq_len, self.column = tokenizer, positive_int("seq_len", seq_len, minimum=2), column
+        self.chat_tokenizer = chat_tokenizer if getattr(chat_tokenizer, "chat_template", None) else None
         self.position = 0
         self._rows = self._row_iterator()
 
@@ -170,19 +174,30 @@ class HFTokenSource:
         first = first_row[self.column]
         bos = self.tokenizer.bos_token_id
         if isinstance(first, list) and (not first or isinstance(first[0], int)):
+            if first and max(first) >= len(self.tokenizer):
+                raise ValueError(f"dataset {self.args['path']!r} holds token id {max(first)}, beyond the pair's "
+                                 f"vocabulary of {len(self.tokenizer)}: it was tokenised with another tokenizer")
             short = (row for row in examples if len(row) >= self.seq_len)
             return (row[: self.seq_len] if row[0] == bos else [bos, *row[: self.seq_len - 1]] for row in short)
         if isinstance(first, list):
-            examples = (format_chat(messages) for messages in examples)
+            examples = (self.render_chat(messages) for messages in examples)
         elif not isinstance(first, str):
             raise ValueError(f"column {self.column!r} holds {type(first).__name__}; expected token ids, text or chat")
         eos = self.tokenizer.eos_token_id
         token_lists = (self.tokenizer(text, add_special_tokens=False)["input_ids"] + [eos] for text in examples)
         return pack(token_lists, self.seq_len, bos)
 
+    def render_chat(self, messages: Sequence[dict]) -> str:
+        """A conversation as text: the chat model's template (its leading BOS left to ``pack``), or ``format_chat``."""
+        if self.chat_tokenizer is None:
+            return format_chat(messages)
+        text = self.chat_tokenizer.apply_chat_template(list(messages), tokenize=False)
+        bos = self.chat_tokenizer.bos_token
+        return text[len(bos):] if bos and text.startswith(bos) else text
+
     def fingerprint(self) -> dict:
         return {"kind": "hub", **{k: v for k, v in self.args.items() if k != "streaming"}, "column": self.column,
-                "seq_len": self.seq_len}
+                "seq_len": self.seq_len, "chat_template": self.chat_tokenizer is not None}
 
     def next_batch(self, batch_size: int) -> torch.Tensor:
         positive_int("batch_size", batch_size)
@@ -205,6 +220,45 @@ class HFTokenSource:
         if consumed < skip:
             raise ValueError(f"cannot resume at row {skip}: the dataset has only {consumed} rows")
         self.position = skip
+
+
+class MixedTokenSource:
+    """Rows from two token sources in a fixed proportion: ``chat_fraction`` of the rows from ``chat``, the rest
+    from ``text``, interleaved evenly (row ``r`` is a chat row when ``floor((r + 1) f) > floor(r f)``), as the
+    replication mixed the Pile with LmSys-Chat 50/50. Deterministic and resumable."""
+
+    def __init__(self, text, chat, chat_fraction: float = 0.5):
+        self.text, self.chat = text, chat
+        self.chat_fraction = real("chat_fraction", chat_fraction, 0, 1)
+        self.rows = 0
+
+    def _is_chat(self, row: int) -> bool:
+        return int((row + 1) * self.chat_fraction) > int(row * self.chat_fraction)
+
+    def fingerprint(self) -> dict:
+        return {"kind": "mix", "chat_fraction": self.chat_fraction, "text": source_fingerprint(self.text),
+                "chat": source_fingerprint(self.chat)}
+
+    def next_batch(self, batch_size: int) -> torch.Tensor:
+        """``[batch_size, seq_len]``: the next rows of the mix."""
+        is_chat = torch.tensor([self._is_chat(self.rows + i) for i in range(positive_int("batch_size", batch_size))])
+        n_chat = int(is_chat.sum())
+        parts = {True: self.chat.next_batch(n_chat) if n_chat else None,
+                 False: self.text.next_batch(batch_size - n_chat) if n_chat < batch_size else None}
+        rows = torch.empty(batch_size, (parts[True] if n_chat else parts[False]).shape[1], dtype=torch.long)
+        for flag, part in parts.items():
+            if part is not None:
+                rows[is_chat == flag] = part
+        self.rows += batch_size
+        return rows
+
+    def state_dict(self) -> dict:
+        return {"rows": self.rows, "text": self.text.state_dict(), "chat": self.chat.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rows = int(state["rows"])
+        self.text.load_state_dict(state["text"])
+        self.chat.load_state_dict(state["chat"])
 
 
 class TokenShard:

@@ -16,8 +16,8 @@ import torch
 from .buffer import ActivationSource, HarvestingSource, ShufflingBuffer, scale_factors_of
 from .checkpoints import save
 from .crosscoder import CrossCoder, CrossCoderConfig
-from .data import HFTokenSource, ToyTokenSource
-from .models import ModelPair, load_model_pair
+from .data import HFTokenSource, MixedTokenSource, ToyTokenSource
+from .models import ModelPair, ModelPairError, check_same_tokenizer, load_model_pair, resolve_model_name
 from .registry import get_release
 from .training import TrainConfig, Trainer
 
@@ -35,19 +35,75 @@ TOY_RELEASE_RECIPES: dict[str, tuple[dict, dict]] = {
 }
 
 
+class DataTokenizerError(ValueError):
+    """A pre-tokenised dataset whose tokenizer is not the pair's (its token ids would mean other tokens)."""
+
+
+def tokenizer_mismatch(pair: ModelPair, declared: str | None) -> str | None:
+    """Why a dataset pre-tokenised with ``declared`` cannot feed ``pair`` (``None`` if it can): the tokenizer
+    must be named, and be one of the pair's models or have the pair's vocabulary and encoding."""
+    if not declared:
+        return "the pre-tokenised dataset does not name the tokenizer that made it (add tokenizer: <model id>)"
+    if declared in pair.names:
+        return None
+    from transformers import AutoTokenizer
+
+    try:
+        check_same_tokenizer([pair.tokenizer, AutoTokenizer.from_pretrained(resolve_model_name(declared))],
+                             [pair.names[0], declared])
+    except ModelPairError as error:
+        return f"the pre-tokenised dataset was made with {declared}'s tokenizer: {error}"
+    return None
+
+
+def _hub_sources(data: dict) -> dict:
+    """The hub data spec with its parts named: the flat ``{path, column, ...}`` form is ``tokenized`` when its
+    column is ``input_ids`` and ``text`` otherwise."""
+    if "path" in data:
+        flat = {k: v for k, v in data.items() if k not in ("tokenized", "text", "chat", "chat_fraction")}
+        return {("tokenized" if flat.get("column", "input_ids") == "input_ids" else "text"): flat}
+    return {part: dict(data[part]) for part in ("tokenized", "text", "chat") if data.get(part)}
+
+
 def token_source_for(pair: ModelPair, seq_len: int, seed: int = 0):
-    """The token source a registered pair's profile names (``data`` in ``registry.yaml``)."""
+    """The token source a registered pair's profile names (``data`` in ``registry.yaml``).
+
+    ``{kind: toy}``: the toy corpus. ``{kind: hub, ...}`` with any of ``tokenized: {path, column: input_ids,
+    tokenizer}``, ``text: {path, column}``, ``chat: {path, column}`` and ``chat_fraction`` (default 0.5): the
+    pre-tokenised dataset is used only when its tokenizer is the pair's (checked; ``DataTokenizerError``
+    otherwise, unless text and chat datasets are given); else the text dataset and the chat dataset, rendered
+    with the chat model's own chat template, are mixed ``1 - chat_fraction`` : ``chat_fraction`` as in the
+    replication; a text (or chat) dataset alone is used as it is.
+    """
     if pair.profile is None:
         raise ValueError(f"{pair.name} is not a registered pair, so it names no data; build a token source "
                          "yourself (helpers.data.HFTokenSource) or register the pair with data=...")
     data = dict(pair.profile.data)
-    kind = data.pop("kind", "none")
+    kind = data.get("kind", "none")
     if kind == "toy":
         return ToyTokenSource(pair.tokenizer, seq_len=seq_len, seed=seed)
-    if kind == "hub":
-        return HFTokenSource(tokenizer=pair.tokenizer, seq_len=seq_len, **data)
-    raise ValueError(f"pair {pair.name!r} names no usable data ({pair.profile.data}); give it "
-                     "data={'kind': 'hub', 'path': ..., 'column': ...} or {'kind': 'toy'}")
+    if kind != "hub":
+        raise ValueError(f"pair {pair.name!r} names no usable data ({pair.profile.data}); give it data={{'kind': "
+                         "'hub', 'text': {'path': ..., 'column': ...}, 'chat': {...}} or {'kind': 'toy'}")
+    parts = _hub_sources(data)
+    if "tokenized" in parts:
+        spec = parts["tokenized"]
+        why_not = tokenizer_mismatch(pair, spec.pop("tokenizer", None))
+        if why_not is None:
+            return HFTokenSource(tokenizer=pair.tokenizer, seq_len=seq_len, **spec)
+        if not ("text" in parts or "chat" in parts):
+            raise DataTokenizerError(f"pair {pair.name!r}: {why_not}. Give the pair text and chat datasets instead "
+                                     "(data={'kind': 'hub', 'text': {...}, 'chat': {...}}): they are tokenised with "
+                                     "its own tokenizer.")
+        print(f"not using {spec['path']}: {why_not}; tokenising the pair's text and chat datasets instead")
+    chat_tokenizer = getattr(pair.models[-1], "tokenizer", None)
+    sources = {part: HFTokenSource(tokenizer=pair.tokenizer, seq_len=seq_len, chat_tokenizer=chat_tokenizer,
+                                   **parts[part]) for part in ("text", "chat") if part in parts}
+    if len(sources) == 2:
+        return MixedTokenSource(sources["text"], sources["chat"], data.get("chat_fraction", 0.5))
+    if sources:
+        return next(iter(sources.values()))
+    raise ValueError(f"pair {pair.name!r}: its hub data names no dataset ({pair.profile.data})")
 
 
 def make_buffer(pair: ModelPair, token_source, buffer_tokens: int, storage_dtype: str = "float32",

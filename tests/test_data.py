@@ -62,3 +62,81 @@ def test_hf_source_pretokenised_text_and_chat_from_local_files(tmp_path, tokeniz
     chat_source = HFTokenSource("json", tokenizer, seq_len=16, column="messages",
                                 data_files=str(tmp_path / "chat.jsonl"))
     assert tokenizer.decode(chat_source.next_batch(1)[0, 1:].tolist()).startswith("User: What does os.sep mean?")
+
+
+CHAT_TEMPLATE_FOR_TEST = "{{ bos_token }}{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
+
+
+def _jsonl(path, rows):
+    path.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+    return str(path)
+
+
+def _pair_with_data(tokenizer, data):
+    """A ModelPair carrying only what ``token_source_for`` reads: the profile, the tokenizers and the names."""
+    from types import SimpleNamespace
+
+    from helpers.models import ModelPair
+    from helpers.registry import PAIRS, register_pair
+
+    chat_tokenizer = AutoTokenizer.from_pretrained(toy_pair_path() / "chat")
+    chat_tokenizer.chat_template = CHAT_TEMPLATE_FOR_TEST
+    profile = register_pair("test-own-data", "toy:base", "toy:chat", hook_point="blocks.1.hook_resid_post", data=data)
+    PAIRS.pop("test-own-data")
+    return ModelPair(models=[SimpleNamespace(tokenizer=tokenizer), SimpleNamespace(tokenizer=chat_tokenizer)],
+                     names=["toy:base", "toy:chat"], tokenizer=tokenizer, hook_point=profile.hook_point,
+                     profile=profile)
+
+
+@pytest.fixture
+def own_datasets(tmp_path):
+    text = _jsonl(tmp_path / "text.jsonl", [{"text": f"def function_{i}(x):\n    return x + {i}\n"} for i in range(60)])
+    chat = _jsonl(tmp_path / "chat.jsonl", [{"messages": [{"role": "user", "content": f"What is {i}?"},
+                                                          {"role": "assistant", "content": f"It is {i}."}]}
+                                            for i in range(60)])
+    return {"text": {"path": "json", "data_files": text, "column": "text"},
+            "chat": {"path": "json", "data_files": chat, "column": "messages"}}
+
+
+def test_own_pair_mixes_text_and_chat_rendered_with_the_chat_template(tokenizer, own_datasets):
+    from helpers.data import MixedTokenSource
+    from helpers.recipes import token_source_for
+
+    source = token_source_for(_pair_with_data(tokenizer, {"kind": "hub", **own_datasets}), seq_len=16)
+    assert isinstance(source, MixedTokenSource)
+    rows = source.next_batch(6)
+    texts = [tokenizer.decode(row[1:]) for row in rows]
+    assert all(row[0] == tokenizer.bos_token_id for row in rows)
+    assert ["<user>" in t or "<assistant>" in t for t in texts] == [False, True] * 3, texts  # 50/50, interleaved
+    assert not any("User:" in t for t in texts), "the chat model's own template, not the plain one"
+    state = source.state_dict()
+    expected = source.next_batch(4)
+    source.load_state_dict(state)
+    assert torch.equal(source.next_batch(4), expected)
+
+
+def test_pretokenised_data_of_another_tokenizer_is_refused(tokenizer, own_datasets, tmp_path, capsys):
+    from helpers.recipes import DataTokenizerError, token_source_for
+
+    other = AutoTokenizer.from_pretrained(toy_pair_path() / "base")
+    other.add_tokens(["<an extra token>"])
+    other.save_pretrained(tmp_path / "other-tokenizer")
+    ids = _jsonl(tmp_path / "ids.jsonl", [{"input_ids": [tokenizer.bos_token_id] + list(range(5, 40))}] * 4)
+    tokenized = {"path": "json", "data_files": ids, "column": "input_ids"}
+
+    own = token_source_for(_pair_with_data(tokenizer, {"kind": "hub", "tokenized": {**tokenized,
+                                                                                   "tokenizer": "toy:chat"}}), 16)
+    assert own.next_batch(2).shape == (2, 16), "a dataset tokenised with one of the pair's models is used"
+    foreign = {"kind": "hub", "tokenized": {**tokenized, "tokenizer": str(tmp_path / "other-tokenizer")}}
+    with pytest.raises(DataTokenizerError, match="different tokenizers.*text and chat datasets"):
+        token_source_for(_pair_with_data(tokenizer, foreign), 16)
+    with pytest.raises(DataTokenizerError, match="does not name the tokenizer"):
+        token_source_for(_pair_with_data(tokenizer, {"kind": "hub", "tokenized": tokenized}), 16)
+    fallback = token_source_for(_pair_with_data(tokenizer, {**foreign, **own_datasets}), 16)
+    assert type(fallback).__name__ == "MixedTokenSource" and "not using" in capsys.readouterr().out
+
+
+def test_pretokenised_ids_beyond_the_vocabulary_are_refused(tokenizer, tmp_path):
+    ids = _jsonl(tmp_path / "ids.jsonl", [{"input_ids": [1, 2, len(tokenizer) + 5] * 10}])
+    with pytest.raises(ValueError, match="beyond the pair's vocabulary"):
+        HFTokenSource("json", tokenizer, seq_len=8, data_files=ids)
