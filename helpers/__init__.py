@@ -45,6 +45,7 @@ _EXPORTS: dict[str, str] = {
     "TokenShard": "data",
     "TrainConfig": "training",
     "LiveTrainingView": "live_view",
+    "plan_for_pair": "gpu_plan",
     "Trainer": "training",
     "harvest": "sites",
     # analysis

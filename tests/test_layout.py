@@ -11,7 +11,7 @@ import helpers
 PACKAGE = Path(helpers.__file__).parent
 # The pipeline, earliest first: a module may import only from modules in earlier (or its own) layers.
 LAYERS: list[set[str]] = [
-    {"files", "dtypes", "validation", "distributed", "registry", "toy_corpus"},
+    {"files", "dtypes", "validation", "distributed", "gpu_plan", "registry", "toy_corpus"},
     {"data"},
     {"behaviour"},
     {"toy"},

@@ -1,0 +1,140 @@
+"""How much GPU memory a pair + crosscoder + optimiser + training step take, and batch sizes that fit.
+
+The parts, in bytes:
+
+- **models**: every parameter of both models in their dtype (exact for a loaded pair);
+- **crosscoder**: ``W_enc``, ``W_dec``, the biases in float32, and as much again for the gradients and twice
+  for Adam's two moments (exact: ``tests/test_gpu_plan.py`` compares with the tensors of a real step);
+- **training step**: the dense ``[batch, d_hidden]`` tensors of a step (pre-activations, activations, their
+  gradient and the scores; four float32 copies) plus eight ``[batch, n_models, d_model]`` ones;
+- **harvest**: the widest activations of one block during a forward pass without a graph, for
+  ``model_batch`` sequences: the residual stream and its normalised copies, the MLP's hidden layers and the
+  attention scores (eager attention, float32), twice over for what the next layer allocates before the
+  previous is freed;
+- a fixed 0.75 GiB for the CUDA context and the allocator's slack.
+
+The shuffling buffer lives in CPU memory (``buffer``), so it is reported but not counted against the GPU.
+The step and harvest terms are estimates (they depend on the attention kernel and the allocator); leave the
+headroom the plan leaves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+GIB = 2**30
+CONTEXT_BYTES = int(0.75 * GIB)
+# usable memory of common GPUs (what torch.cuda reports as total), GiB
+KNOWN_GPUS = {"T4 16 GB (Colab)": 14.7, "L4 24 GB": 22.0, "A100 40 GB": 39.4, "A100 80 GB": 79.1,
+              "H100 80 GB": 79.1}
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What the memory of one model depends on: parameters, width, MLP width, heads, and bytes per value."""
+
+    n_params: int
+    d_model: int
+    d_mlp: int
+    n_heads: int
+    bytes_per_value: int = 2
+
+    @classmethod
+    def of(cls, model) -> ModelShape:
+        """The shape of a loaded model (a TransformerBridge, or anything with ``cfg`` and ``parameters()``)."""
+        parameters = list(model.parameters())
+        return cls(n_params=sum(p.numel() for p in parameters), d_model=int(model.cfg.d_model),
+                   d_mlp=int(model.cfg.d_mlp), n_heads=int(model.cfg.n_heads),
+                   bytes_per_value=parameters[0].element_size())
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """A plan for one GPU: each part in GiB, the batch sizes chosen and whether it all fits."""
+
+    gpu_gib: float
+    models_gib: float
+    crosscoder_gib: float
+    step_gib: float
+    harvest_gib: float
+    context_gib: float
+    total_gib: float
+    buffer_cpu_gib: float
+    batch_size: int
+    model_batch: int
+    fits: bool
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def crosscoder_bytes(n_models: int, d_model: int, d_hidden: int) -> int:
+    """Parameters, gradients and Adam's two moments of a float32 crosscoder: 4 copies of its weights."""
+    n_weights = 2 * n_models * d_model * d_hidden + d_hidden + n_models * d_model
+    return 4 * 4 * n_weights
+
+
+def step_bytes(batch_size: int, n_models: int, d_model: int, d_hidden: int) -> int:
+    """The float32 activations of one training step (see the module docstring)."""
+    return 4 * batch_size * (4 * d_hidden + 8 * n_models * d_model)
+
+
+def harvest_bytes(shape: ModelShape, model_batch: int, seq_len: int) -> int:
+    """Peak activations of one block's forward pass without a graph, for ``model_batch`` sequences."""
+    per_token = 4 * shape.d_model + 3 * shape.d_mlp  # residual + normed copies, gate / up / act of the MLP
+    values = model_batch * seq_len * per_token * shape.bytes_per_value
+    scores = 4 * model_batch * shape.n_heads * seq_len * seq_len  # eager attention scores in float32
+    return 2 * (values + scores)
+
+
+def plan_memory(models: list[ModelShape], d_hidden: int, seq_len: int, batch_size: int, model_batch: int,
+                buffer_tokens: int, gpu_gib: float, storage_bytes: int = 4) -> MemoryPlan:
+    """The plan for ``models`` (base first) and a crosscoder of ``d_hidden`` latents on a GPU of ``gpu_gib``:
+    the largest training batch (a power of two, at most ``batch_size``) and then the largest model batch (at
+    most ``model_batch``) that fit; ``fits`` is False if even a batch of 256 and one sequence do not."""
+    n_models, d_model = len(models), models[0].d_model
+    fixed = sum(m.n_params * m.bytes_per_value for m in models) + crosscoder_bytes(n_models, d_model, d_hidden)
+    fixed += CONTEXT_BYTES
+    budget = int(gpu_gib * GIB)
+    batch = batch_size
+    while batch > 256 and fixed + step_bytes(batch, n_models, d_model, d_hidden) > budget:
+        batch //= 2
+    left = budget - fixed - step_bytes(batch, n_models, d_model, d_hidden)
+    sequences = model_batch
+    while sequences > 1 and harvest_bytes(models[0], sequences, seq_len) > left:
+        sequences //= 2
+    parts = {"models": sum(m.n_params * m.bytes_per_value for m in models),
+             "crosscoder": crosscoder_bytes(n_models, d_model, d_hidden),
+             "step": step_bytes(batch, n_models, d_model, d_hidden),
+             "harvest": harvest_bytes(models[0], sequences, seq_len), "context": CONTEXT_BYTES}
+    total = sum(parts.values())
+    return MemoryPlan(gpu_gib=gpu_gib, **{f"{k}_gib": v / GIB for k, v in parts.items()}, total_gib=total / GIB,
+                      buffer_cpu_gib=buffer_tokens * n_models * d_model * storage_bytes / GIB,
+                      batch_size=batch, model_batch=sequences, fits=total <= budget)
+
+
+def detected_gpu_gib() -> float | None:
+    """Total memory of this machine's first GPU in GiB (``None`` without one)."""
+    if not torch.cuda.is_available():
+        return None
+    return torch.cuda.get_device_properties(0).total_memory / GIB
+
+
+def plan_for_pair(pair, settings: dict, gpus: dict[str, float] | None = None, bf16_models: bool = True):
+    """A table (pandas) of plans for ``pair``'s loaded models and the knobs in ``settings`` (``d_hidden``,
+    ``seq_len``, ``batch_size``, ``model_batch``, ``buffer_tokens``), one row per GPU: this machine's, if it has
+    one, and ``KNOWN_GPUS``. ``bf16_models`` plans for the models in bfloat16, as on a GPU."""
+    import pandas as pd
+
+    shapes = [ModelShape.of(model) for model in pair.models]
+    if bf16_models:
+        shapes = [ModelShape(s.n_params, s.d_model, s.d_mlp, s.n_heads, 2) for s in shapes]
+    gpus = dict(KNOWN_GPUS if gpus is None else gpus)
+    if (here := detected_gpu_gib()) is not None:
+        gpus = {f"this GPU ({torch.cuda.get_device_name(0)})": here, **gpus}
+    rows = {name: plan_memory(shapes, settings["d_hidden"], settings["seq_len"], settings["batch_size"],
+                              settings["model_batch"], settings["buffer_tokens"], gib).as_dict()
+            for name, gib in gpus.items()}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("gpu")
