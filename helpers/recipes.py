@@ -92,9 +92,9 @@ def token_source_for(pair: ModelPair, seq_len: int, seed: int = 0):
         if why_not is None:
             return HFTokenSource(tokenizer=pair.tokenizer, seq_len=seq_len, **spec)
         if not ("text" in parts or "chat" in parts):
-            raise DataTokenizerError(f"pair {pair.name!r}: {why_not}. Give the pair text and chat datasets instead "
-                                     "(data={'kind': 'hub', 'text': {...}, 'chat': {...}}): they are tokenised with "
-                                     "its own tokenizer.")
+            raise DataTokenizerError(f"pair {pair.name!r}: {why_not.rstrip('.')}. Give the pair text and chat "
+                                     "datasets instead (data={'kind': 'hub', 'text': {...}, 'chat': {...}}): they are "
+                                     "tokenised with its own tokenizer.")
         print(f"not using {spec['path']}: {why_not}; tokenising the pair's text and chat datasets instead")
     chat_tokenizer = getattr(pair.models[-1], "tokenizer", None)
     sources = {part: HFTokenSource(tokenizer=pair.tokenizer, seq_len=seq_len, chat_tokenizer=chat_tokenizer,

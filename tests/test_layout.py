@@ -30,7 +30,7 @@ LAYERS: list[set[str]] = [
     {"analysis", "scaling", "detection", "evals", "figures", "steering"},
     {"dashboards", "exercises", "live_view"},
     {"recipes"},
-    {"comparison", "launch"},
+    {"comparison", "launch", "rehearsal"},
     {"notebook"},
 ]
 LAYER_OF = {module: index for index, layer in enumerate(LAYERS) for module in layer}
