@@ -163,3 +163,17 @@ def taxonomy_counts(table) -> dict[str, int]:
     """``{class: number of latents}`` for every class in ``CLASSES`` (zeros included)."""
     counts = table["class"].value_counts()
     return {name: int(counts.get(name, 0)) for name in CLASSES}
+
+
+def chat_leaning_latents(table, n_fallback: int = 20) -> list[int]:
+    """The chat-only latents of a ``latent_table`` that fired, most chat-leaning first (by delta norm, then
+    frequency). A crosscoder of two close models can have none: then the ``n_fallback`` most chat-leaning
+    latents that fired stand in for them, and a line says so."""
+    fired = table[table["frequency"] > 0] if "frequency" in table else table
+    chosen = fired[fired["class"] == "chat-only"]
+    if chosen.empty:
+        chosen = fired.nlargest(n_fallback, "delta_norm")
+        print(f"no latent passes the chat-only threshold; using the {len(chosen)} most chat-leaning latents that "
+              f"fired instead (delta norm {chosen['delta_norm'].min():.3f} to {chosen['delta_norm'].max():.3f})")
+    return chosen.sort_values(["delta_norm", "frequency"] if "frequency" in chosen else ["delta_norm"],
+                              ascending=False).index.tolist()

@@ -8,6 +8,7 @@ hook point. Nothing here loads a model or a file: ``helpers.models`` and ``helpe
 from __future__ import annotations
 
 import difflib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,15 +95,28 @@ class Pair:
         return get_release(self.release).hook_point if self.release else None
 
     def settings_with(self, **overrides: Any) -> dict[str, Any]:
-        """The pair's notebook knobs with ``overrides`` applied; an unknown knob name is an error."""
+        """The pair's notebook knobs, capped by the ``CROSSCODER_SCALE`` named in the environment (if any),
+        with ``overrides`` applied; an unknown knob or scale name is an error."""
         unknown = set(overrides) - set(self.settings)
         if unknown:
             raise RegistryError(f"unknown setting(s) {sorted(unknown)} for pair {self.name!r}; "
                                 f"known: {sorted(self.settings)}")
-        return {**self.settings, **overrides}
+        caps = scale_caps()
+        scaled = {k: min(v, caps[k]) if k in caps else v for k, v in self.settings.items()}
+        return {**scaled, **overrides}
 
 
-def _read_registry() -> tuple[dict[str, Release], dict[str, Pair]]:
+def scale_caps() -> dict[str, int]:
+    """The caps of the scale named by ``CROSSCODER_SCALE`` (``registry.yaml``'s ``scales``; none when unset)."""
+    name = os.environ.get("CROSSCODER_SCALE", "")
+    if not name:
+        return {}
+    if name not in SCALES:
+        raise _unknown("CROSSCODER_SCALE", name, SCALES)
+    return SCALES[name]
+
+
+def _read_registry() -> tuple[dict[str, Release], dict[str, Pair], dict[str, dict[str, int]]]:
     import yaml
 
     raw = yaml.safe_load(REGISTRY_FILE.read_text())
@@ -123,10 +137,11 @@ def _read_registry() -> tuple[dict[str, Release], dict[str, Pair]]:
                    min_gpu_gib=float(entry.get("min_gpu_gib", 0.0)), settings=dict(entry.get("settings", {})))
         for name, entry in raw["pairs"].items()
     }
-    return found_releases, found_pairs
+    scales = {name: {knob: int(cap) for knob, cap in caps.items()} for name, caps in raw.get("scales", {}).items()}
+    return found_releases, found_pairs, scales
 
 
-RELEASES, PAIRS = _read_registry()
+RELEASES, PAIRS, SCALES = _read_registry()
 
 
 def _unknown(kind: str, name: str, known: dict) -> RegistryError:

@@ -142,15 +142,20 @@ def llama_config():
                        bos_token_id=0, eos_token_id=1, tie_word_embeddings=False, torch_dtype="float32")
 
 
-def write_models(home: Path, config, tokenizer, repo_ids: list[str]) -> None:
-    """Random-weight models of ``config`` (one seed per repo) with ``tokenizer``, under ``repo_ids``."""
+def write_models(home: Path, config, tokenizer, base_id: str, chat_id: str, drift: float = 0.03) -> None:
+    """A random-weight base model of ``config`` and its stand-in fine-tune (every weight moved by ``drift``
+    times its own scale, so that the two share most of what they compute), both with ``tokenizer``."""
     from transformers import AutoModelForCausalLM
 
-    for seed, repo_id in enumerate(repo_ids):
-        torch.manual_seed(seed)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    for repo_id in (base_id, chat_id):
         folder = snapshot(home, repo_id)
-        AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+        model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.add_(drift * parameter.std().nan_to_num(0) * torch.randn_like(parameter))
 
 
 def write_crosscoders(home: Path, d_hidden: int = 256) -> None:
@@ -210,12 +215,12 @@ def write_dataset(home: Path, repo_id: str, rows: list[dict]) -> None:
 def build(home: str | Path) -> Path:
     """Write the whole rehearsal into the Hugging Face home folder ``home`` (see the module docstring)."""
     home = Path(home)
-    write_models(home, gemma_config(), gemma_tokenizer(), [GEMMA_BASE, GEMMA_IT])
+    write_models(home, gemma_config(), gemma_tokenizer(), GEMMA_BASE, GEMMA_IT)
     write_crosscoders(home)
     rng = random.Random(0)
     write_dataset(home, REPLICATION_DATASET,
-                  [{"input_ids": [2] + [rng.randrange(108, VOCAB) for _ in range(1023)]} for _ in range(48)])
-    write_models(home, llama_config(), llama_tokenizer(), [OWN_BASE, OWN_CHAT])
+                  [{"input_ids": [2] + [rng.randrange(108, VOCAB) for _ in range(1023)]} for _ in range(1200)])
+    write_models(home, llama_config(), llama_tokenizer(), OWN_BASE, OWN_CHAT)
     texts = [toy_corpus.read_source(p) for p in toy_corpus.source_files("train")[:60]]
     write_dataset(home, OWN_TEXT, [{"text": text} for text in texts])
     questions = toy_corpus.questions("train")[:300]

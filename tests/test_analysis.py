@@ -109,3 +109,16 @@ def test_figures_have_the_replications_look(trained_like):
     assert len(cosine.data[0].x) == int((table["class"] == "shared").sum())
     scatter = norm_cosine_scatter(table)
     assert sum(len(trace.x) for trace in scatter.data) == len(table)
+
+
+def test_chat_leaning_latents_are_the_chat_only_ones_or_the_closest(capsys):
+    import pandas as pd
+
+    from helpers.analysis import chat_leaning_latents
+
+    table = pd.DataFrame({"delta_norm": [0.95, 0.5, 0.99, 0.92, 0.7], "frequency": [0.1, 0.2, 0.0, 0.3, 0.1],
+                          "class": ["chat-only", "shared", "dead", "chat-only", "unclassified"]})
+    assert chat_leaning_latents(table) == [0, 3], "chat-only latents that fired, most chat-leaning first"
+    close_pair = table.assign(**{"class": ["shared", "shared", "dead", "unclassified", "unclassified"]})
+    assert chat_leaning_latents(close_pair, n_fallback=2) == [0, 3]
+    assert "no latent passes the chat-only threshold" in capsys.readouterr().out

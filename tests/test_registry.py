@@ -101,3 +101,19 @@ def test_a_checkpoint_that_contradicts_the_registry_is_refused(tmp_path, monkeyp
     monkeypatch.setattr(registry, "ASSETS", moved)
     with pytest.raises(CheckpointError, match="records hook point 'blocks.2.hook_resid_pre'"):
         load_release("toy-l3")
+
+
+def test_scale_caps_token_counts_and_sizes_only(monkeypatch):
+    from helpers.registry import SCALES, get_pair
+
+    full = get_pair("gemma-2-2b").settings_with()
+    monkeypatch.setenv("CROSSCODER_SCALE", "smoke")
+    smoke = get_pair("gemma-2-2b").settings_with(lr=1e-3)
+    caps = SCALES["smoke"]
+    assert smoke["stat_tokens"] == min(full["stat_tokens"], caps["stat_tokens"]) < full["stat_tokens"]
+    assert smoke["d_hidden"] == caps["d_hidden"] and smoke["lr"] == 1e-3  # overrides still win
+    assert {k for k in full if smoke[k] != full[k]} <= set(caps) | {"lr"}, "nothing but the capped knobs moves"
+    assert get_pair("toy").settings_with()["seq_len"] == 128  # caps only shrink
+    monkeypatch.setenv("CROSSCODER_SCALE", "huge")
+    with pytest.raises(RegistryError, match="CROSSCODER_SCALE"):
+        get_pair("toy").settings_with()
