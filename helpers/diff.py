@@ -62,7 +62,8 @@ class Diff:
 
 
 def load_diff(what: str | CrossCoder, pair: str | ModelPair | None = None, *, release: str | None = None,
-              device: str | torch.device = "cpu", settings: dict[str, Any] | None = None) -> Diff:
+              device: str | torch.device = "cpu", settings: dict[str, Any] | None = None,
+              model_dtype: torch.dtype = torch.float32) -> Diff:
     """One call to start a diff.
 
     Args:
@@ -72,13 +73,14 @@ def load_diff(what: str | CrossCoder, pair: str | ModelPair | None = None, *, re
         release: with a pair name, a release other than the pair's default (it must belong to the pair).
         device: where to put the models and the crosscoder.
         settings: overrides of the pair's notebook knobs, by name.
+        model_dtype: the models' dtype (bfloat16 halves their memory on a GPU; the crosscoder stays float32).
     """
     if isinstance(what, CrossCoder):
         if pair is None or release is not None:
             raise TypeError("load_diff(crosscoder, pair) takes a pair (a ModelPair or a registered name), no release")
         crosscoder, chosen = what.to(device), None
         if isinstance(pair, str):
-            pair = load_model_pair(pair, hook_point=crosscoder.cfg.hook_point, device=device)
+            pair = load_model_pair(pair, hook_point=crosscoder.cfg.hook_point, device=device, dtype=model_dtype)
     else:
         if pair is not None:
             raise TypeError("load_diff(pair_name) takes no second pair; use release= to pick another release")
@@ -91,7 +93,7 @@ def load_diff(what: str | CrossCoder, pair: str | ModelPair | None = None, *, re
             raise HookPointMismatchError(
                 f"release {chosen.name!r} belongs to pair {chosen.pair!r}, not {profile.name!r}")
         crosscoder = load_release(chosen, device=device)
-        pair = load_model_pair(profile.name, hook_point=chosen.hook_point, device=device)
+        pair = load_model_pair(profile.name, hook_point=chosen.hook_point, device=device, dtype=model_dtype)
     check_compatible(crosscoder, pair)
     profile_settings = pair.profile.settings_with(**(settings or {})) if pair.profile else dict(settings or {})
     return Diff(crosscoder=crosscoder.eval(), pair=pair, release=chosen, settings=profile_settings)

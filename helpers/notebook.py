@@ -42,12 +42,18 @@ class NotebookContext:
     in_colab: bool
     default_pair: str
 
+    @property
+    def model_dtype(self) -> torch.dtype:
+        """bfloat16 on a GPU (Gemma-2-2B's two models take 9.7 GiB instead of 19.5, see ``helpers.gpu_plan``),
+        float32 on a CPU."""
+        return torch.bfloat16 if self.device.startswith("cuda") else torch.float32
+
     def open_pair(self, pair: str | None = None, **settings: Any):
         """Load the chosen pair (``choose_pair(pair)``) at its release's hook point; returns
         ``(ModelPair, settings)``, the pair's notebook knobs with ``settings`` overrides applied."""
         from .models import load_model_pair
 
-        pair_model = load_model_pair(choose_pair(pair), device=self.device)
+        pair_model = load_model_pair(choose_pair(pair), device=self.device, dtype=self.model_dtype)
         knobs = pair_model.profile.settings_with(**settings)
         print(f"pair {pair_model.name}: {' vs '.join(pair_model.names)} at {pair_model.hook_point}")
         return pair_model, knobs
@@ -57,7 +63,8 @@ class NotebookContext:
         crosscoder's hook point: a ``Diff`` whose ``settings`` are the pair's knobs with overrides applied."""
         from .diff import load_diff
 
-        diff = load_diff(choose_pair(pair), release=release, device=self.device, settings=settings)
+        diff = load_diff(choose_pair(pair), release=release, device=self.device, settings=settings,
+                         model_dtype=self.model_dtype)
         release = diff.release.name if diff.release else "(given)"
         print(f"pair {diff.name}: {' vs '.join(diff.pair.names)} | crosscoder {release}"
               f" with {diff.crosscoder.cfg.d_hidden:,} latents at {diff.hook_point}")
