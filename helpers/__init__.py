@@ -76,6 +76,13 @@ _EXPORTS: dict[str, str] = {
     "latent_direction": "steering",
     "steered_logits_fn": "steering",
     "steering_curve": "steering",
+    "vector_logits_fn": "steering",
+    # other diffing methods
+    "token_kl": "token_divergence",
+    "prompt_kl": "token_divergence",
+    "activation_difference_lens": "difference_lens",
+    "DifferenceSource": "diff_sae",
+    "new_diff_sae": "diff_sae",
     # behaviour of the toy pair
     "evaluation_questions": "behaviour",
     "refusal_table": "behaviour",

@@ -27,7 +27,8 @@ class CrossCoderConfig:
     Attributes:
         d_model: width of each model's activation at the hook point.
         d_hidden: number of latents (dictionary size).
-        n_models: number of models; index 0 is the base model (A), 1 the fine-tuned model (B).
+        n_models: number of models; index 0 is the base model (A), 1 the fine-tuned model (B). With 1 the
+            crosscoder is a sparse autoencoder.
         activation: ``relu`` (L1-penalised), ``topk`` (k per token) or ``batchtopk`` (k * batch per
             batch while training, a learned threshold at inference).
         k: active latents per token for the top-k variants.
@@ -73,7 +74,7 @@ class CrossCoderConfig:
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
-        positive_int("n_models", self.n_models, minimum=2)
+        positive_int("n_models", self.n_models)  # 1: a sparse autoencoder (the diff-SAE of helpers.diff_sae)
         positive_int("d_model", self.d_model)
         positive_int("d_hidden", self.d_hidden)
         one_of("activation", self.activation, ACTIVATIONS)

@@ -23,8 +23,11 @@ ROLES = ("base", "chat")
 def model_roles(n_models: int) -> list[str]:
     """The names every result table gives the models: ``base``, ``chat`` (and ``model_2``, ... beyond two).
 
-    The models' real names travel as metadata (``ModelPair.names``, ``DataFrame.attrs["model_names"]``).
+    The models' real names travel as metadata (``ModelPair.names``, ``DataFrame.attrs["model_names"]``). A
+    one-model dictionary (a sparse autoencoder, e.g. on activation differences) calls its input ``input``.
     """
+    if n_models == 1:
+        return ["input"]
     return list(ROLES[:n_models]) + [f"model_{m}" for m in range(len(ROLES), n_models)]
 
 

@@ -39,17 +39,34 @@ def steered_logits_fn(pair: ModelPair, crosscoder: CrossCoder, latent: int, stre
     if where not in WHERE:
         raise ValueError(f"where must be one of {WHERE}, got {where!r}")
     hook_point = check_compatible(crosscoder, pair)
-    model = pair.models[model_index]
     vector = latent_direction(crosscoder, latent, vector_model).to(pair.device)
+    if where == "all":
+        return vector_logits_fn(pair, vector, strength, hook_point, model_index)
+
+    def shift(tokens: torch.Tensor) -> torch.Tensor:
+        fires = encode_tokens(pair, crosscoder, tokens)[..., latent] > 0  # [batch, seq]
+        return strength * fires[..., None].to(vector.dtype) * vector
+
+    return _adding(pair, hook_point, model_index, shift)
+
+
+def vector_logits_fn(pair: ModelPair, vector: torch.Tensor, strength: float, hook_point: str,
+                     model_index: int = 0) -> LogitsFn:
+    """``tokens [batch, seq] -> logits [batch, seq, vocab]`` of model ``model_index`` with ``strength * vector``
+    (``[d_model]``, raw activation space) added at ``hook_point`` at every position: steering with any
+    direction (a latent's decoder vector, a mean activation difference, a probe)."""
+    vector = vector.to(pair.device)
+    return _adding(pair, hook_point, model_index, lambda tokens: strength * vector)
+
+
+def _adding(pair: ModelPair, hook_point: str, model_index: int, shift_for) -> LogitsFn:
+    """A logits function that adds ``shift_for(tokens)`` (broadcast to ``[batch, seq, d_model]``) at the hook."""
+    model = pair.models[model_index]
 
     @torch.no_grad()
     def logits(tokens: torch.Tensor) -> torch.Tensor:
         tokens = tokens.to(pair.device)
-        if where == "all":
-            shift = strength * vector
-        else:
-            fires = encode_tokens(pair, crosscoder, tokens)[..., latent] > 0  # [batch, seq]
-            shift = strength * fires[..., None].to(vector.dtype) * vector
+        shift = shift_for(tokens)
 
         def add(activation: torch.Tensor, hook) -> torch.Tensor:
             return activation + shift.to(activation.dtype)

@@ -37,7 +37,7 @@ def test_init_matches_replication(small_cfg):
     assert not torch.equal(other.W_dec, crosscoder.W_dec)
 
 
-@pytest.mark.parametrize("n_models", [2, 3])
+@pytest.mark.parametrize("n_models", [1, 2, 3])
 def test_encode_decode_losses_match_reference(n_models):
     torch.manual_seed(0)
     cfg = CrossCoderConfig(d_model=12, d_hidden=40, n_models=n_models)
@@ -153,7 +153,7 @@ def test_bad_activations_raise_with_expected_shape(small_cfg, bad):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"n_models": 1}, "n_models"),
+        ({"n_models": 0}, "n_models"),
         ({"activation": "gelu"}, "activation"),
         ({"activation": "topk"}, "k"),
         ({"activation": "batchtopk", "k": 1000}, "k"),

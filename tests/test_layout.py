@@ -28,9 +28,9 @@ LAYERS: list[set[str]] = [
     {"diff"},
     {"latents"},
     {"analysis", "scaling", "detection", "evals", "figures", "steering"},
-    {"dashboards", "exercises", "live_view"},
+    {"dashboards", "exercises", "live_view", "token_divergence", "difference_lens"},
     {"recipes"},
-    {"comparison", "launch", "rehearsal"},
+    {"comparison", "launch", "rehearsal", "diff_sae"},
     {"notebook"},
 ]
 LAYER_OF = {module: index for index, layer in enumerate(LAYERS) for module in layer}
