@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
+# Under pytest-xdist (`-n 2`, see pyproject.toml) each worker, and the notebook kernels it starts, uses one
+# thread: two single-threaded workers share 2 cores far better than two that each spin up 2 threads.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
 import pytest
 import torch
 
