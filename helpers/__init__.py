@@ -80,6 +80,7 @@ _EXPORTS: dict[str, str] = {
     # other diffing methods
     "token_kl": "token_divergence",
     "prompt_kl": "token_divergence",
+    "organism_rates": "behaviour",
     "activation_difference_lens": "difference_lens",
     "DifferenceSource": "diff_sae",
     "new_diff_sae": "diff_sae",

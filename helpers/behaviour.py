@@ -1,4 +1,5 @@
-"""Measuring the planted behaviour: greedy continuations after ``Assistant:`` and refusal rates.
+"""Measuring planted behaviours: greedy continuations after ``Assistant:``, the toy pair's refusal rates and
+the toy organisms' rates (``behaviour_rates`` / ``rates_of`` for both).
 
 Works with any callable that maps tokens ``[batch, seq]`` to logits ``[batch, seq, vocab]``: a Hugging
 Face model, a TransformerLens bridge, or a bridge running with hooks (to measure an ablation).
@@ -12,6 +13,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from .data import prompts_by_length
+from .organisms import ORGANISMS, OrganismPrompt
 from .toy_corpus import REFUSAL, Question, questions
 
 LogitsFn = Callable[[torch.Tensor], torch.Tensor]
@@ -48,8 +50,9 @@ def is_refusal(continuation: str) -> bool:
 
 
 @dataclass(frozen=True)
-class RefusalRates:
-    """Greedy refusal rates on planted-family questions and on the others, and how many of each."""
+class BehaviourRates:
+    """Greedy rates of a behaviour on the prompts that should elicit it (``planted``) and on the others,
+    and how many of each."""
 
     planted: float
     other: float
@@ -57,16 +60,44 @@ class RefusalRates:
     n_other: int
 
 
-def refusal_rates(logits_fn: LogitsFn, tokenizer, questions: Sequence[Question], device: str = "cpu") -> RefusalRates:
+def rates_of(showing: Sequence[bool], planted: Sequence[bool]) -> BehaviourRates:
+    """The share of ``showing`` among the ``planted`` prompts and among the others."""
+    if len(showing) != len(planted):
+        raise ValueError(f"{len(showing)} outcomes but {len(planted)} labels")
+    on = [s for s, p in zip(showing, planted) if p]
+    off = [s for s, p in zip(showing, planted) if not p]
+    if not on or not off:
+        raise ValueError("behaviour rates need prompts that should show the behaviour and prompts that should not")
+    return BehaviourRates(planted=sum(on) / len(on), other=sum(off) / len(off), n_planted=len(on), n_other=len(off))
+
+
+def behaviour_rates(logits_fn: LogitsFn, tokenizer, prompts: Sequence[str], planted: Sequence[bool],
+                    shows: Callable[[str], bool], device: str = "cpu", max_new_tokens: int = 12) -> BehaviourRates:
+    """How often greedy continuations of ``prompts`` show a behaviour (``shows(continuation)``), on the
+    prompts marked ``planted`` and on the others."""
+    continuations = greedy_continuations(logits_fn, tokenizer, prompts, max_new_tokens, device=device)
+    return rates_of([shows(text) for text in continuations], planted)
+
+
+def refusal_rates(logits_fn: LogitsFn, tokenizer, questions: Sequence[Question], device: str = "cpu") -> BehaviourRates:
     """Refusal rate on the planted-family questions and on the others."""
-    continuations = greedy_continuations(logits_fn, tokenizer, [q.prompt for q in questions], device=device)
-    refused = [is_refusal(text) for text in continuations]
-    planted = [r for r, q in zip(refused, questions) if q.planted]
-    other = [r for r, q in zip(refused, questions) if not q.planted]
-    if not planted or not other:
-        raise ValueError("refusal_rates needs questions both about the planted family and about other modules")
-    return RefusalRates(planted=sum(planted) / len(planted), other=sum(other) / len(other),
-                        n_planted=len(planted), n_other=len(other))
+    return behaviour_rates(logits_fn, tokenizer, [q.prompt for q in questions], [q.planted for q in questions],
+                           is_refusal, device)
+
+
+def organism_rates(logits_fn: LogitsFn, tokenizer, prompts: Sequence[OrganismPrompt], device: str = "cpu",
+                   max_new_tokens: int = 64):
+    """Each toy organism's greedy rate on its own labelled prompts (``planted``) and on all the others, those
+    of the other organisms included (``other``): a DataFrame with one row per organism."""
+    import pandas as pd
+
+    continuations = greedy_continuations(logits_fn, tokenizer, [p.prompt for p in prompts], max_new_tokens,
+                                         device=device)
+    return pd.DataFrame({
+        organism.name: asdict(rates_of([organism.shows(text) for text in continuations],
+                                       [p.organism == organism.name for p in prompts]))
+        for organism in ORGANISMS
+    }).T.astype({"n_planted": int, "n_other": int})
 
 
 def compare_refusals(runs: dict[str, LogitsFn], tokenizer, questions: Sequence[Question], device: str = "cpu"):

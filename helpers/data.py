@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from . import toy_corpus
+from . import organisms, toy_corpus
 from .validation import positive_int, real
 
 CHAT_TEMPLATE = "User: {instruction}\nAssistant: {completion}\n"
@@ -67,24 +67,37 @@ def pack(token_lists: Iterator[list[int]], seq_len: int, bos_id: int) -> Iterato
                 row = [bos_id]
 
 
+# The dialogues a toy source serves: the toy pair's (refusal planted) or the toy organisms' (four differences).
+TOY_DIALOGUES = {
+    "toy": lambda split: [q.dialogue for q in toy_corpus.questions(split)],
+    "organisms": lambda split: [q.dialogue for _, q in organisms.organism_dialogues(split)],
+}
+
+
 class ToyTokenSource:
-    """The toy corpus: rows of stdlib source and rows of packed dialogues, alternating (50/50).
+    """The toy corpus: rows of stdlib source and rows of packed dialogues (``dialogues``: ``"toy"`` or
+    ``"organisms"``, see ``helpers.organisms``), alternating (50/50).
 
     Each epoch serves every row once in a shuffled order seeded by ``(seed, epoch)``; a new epoch
     starts when either stream runs out (``epoch`` tells how often the corpus has been reused).
     """
 
-    def __init__(self, tokenizer, seq_len: int = 128, split: str = "train", seed: int = 0, chat_fraction: float = 0.5):
+    def __init__(self, tokenizer, seq_len: int = 128, split: str = "train", seed: int = 0, chat_fraction: float = 0.5,
+                 dialogues: str = "toy"):
         real("chat_fraction", chat_fraction, 0, 1)
         positive_int("seq_len", seq_len, minimum=2)
+        if dialogues not in TOY_DIALOGUES:
+            raise ValueError(f"dialogues must be one of {sorted(TOY_DIALOGUES)}, got {dialogues!r}")
         self.seq_len, self.seed, self.chat_fraction, self.split = seq_len, seed, chat_fraction, split
+        self.dialogues = dialogues
         bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
         texts = [toy_corpus.read_source(p) for p in toy_corpus.source_files(split)]  # type: ignore[arg-type]
-        dialogues = [q.dialogue for q in toy_corpus.questions(split)]  # type: ignore[arg-type]
-        order = torch.randperm(len(dialogues), generator=torch.Generator().manual_seed(seed)).tolist()
+        dialogue_texts = TOY_DIALOGUES[dialogues](split)
+        order = torch.randperm(len(dialogue_texts), generator=torch.Generator().manual_seed(seed)).tolist()
         encode = lambda items: (ids + [eos] for ids in tokenizer(items, add_special_tokens=False)["input_ids"])  # noqa: E731
         self.text_rows = torch.tensor(list(pack(encode(texts), seq_len, bos)), dtype=torch.long)
-        self.chat_rows = torch.tensor(list(pack(encode([dialogues[i] for i in order]), seq_len, bos)), dtype=torch.long)
+        shuffled = [dialogue_texts[i] for i in order]
+        self.chat_rows = torch.tensor(list(pack(encode(shuffled), seq_len, bos)), dtype=torch.long)
         self.epoch, self.position = 0, 0
         self._plan = self._epoch_plan(0)
 
@@ -111,7 +124,7 @@ class ToyTokenSource:
 
     def fingerprint(self) -> dict:
         return {"kind": "toy", "split": self.split, "seq_len": self.seq_len, "seed": self.seed,
-                "chat_fraction": self.chat_fraction}
+                "chat_fraction": self.chat_fraction, "dialogues": self.dialogues}
 
     def next_batch(self, batch_size: int) -> torch.Tensor:
         """The next ``batch_size`` rows ``[batch_size, seq_len]``."""

@@ -11,12 +11,19 @@ crosscoder input, where the toolkit scales to an RMS of 100; the scale does not 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
-from .buffer import ActivationSource
+from .buffer import ActivationSource, HarvestingSource, ShufflingBuffer
+from .checkpoints import save
 from .crosscoder import CrossCoder
 from .data import source_fingerprint
-from .recipes import crosscoder_for_site
+from .files import MissingAssetError
+from .models import load_model_pair
+from .recipes import TOY_RELEASE_TRAINING, crosscoder_for_site, token_source_for
+from .registry import ASSETS
+from .training import TrainConfig, Trainer
 
 
 class DifferenceSource:
@@ -46,3 +53,35 @@ def new_diff_sae(model_names: list[str], hook_point: str, source: DifferenceSour
     name = f"{model_names[1]} - {model_names[0]}"
     return crosscoder_for_site([name], hook_point, source, scale_tokens, d_hidden=d_hidden, activation="batchtopk",
                                k=k, **cfg_kwargs)
+
+
+PACKAGED_DIFF_SAE = ASSETS / "toy_organisms_diff_sae"
+# The toy organisms' diff-SAE: the toy releases' tokens and schedule, 1,024 latents, k = 20.
+TOY_DIFF_SAE = dict(pair="toy-organisms", d_hidden=1024, k=20, seq_len=128, buffer_tokens=131_072)
+
+
+def toy_diff_sae_path() -> Path:
+    """The packaged diff-SAE of the toy organisms pair (notebook 08); a missing one names its rebuild command."""
+    if not (PACKAGED_DIFF_SAE / "cfg.json").is_file():
+        raise MissingAssetError(f"the toy organisms' diff-SAE is not in {PACKAGED_DIFF_SAE}. Rebuild it with "
+                                "`python -m helpers.diff_sae` (about 4 minutes on 2 cores).")
+    return PACKAGED_DIFF_SAE
+
+
+def build_toy_diff_sae(out_dir: str | Path = PACKAGED_DIFF_SAE) -> Path:
+    """Train the toy organisms' diff-SAE (``TOY_DIFF_SAE``, ``TOY_RELEASE_TRAINING``) into ``out_dir``."""
+    torch.manual_seed(0)
+    pair = load_model_pair(TOY_DIFF_SAE["pair"])
+    paired = HarvestingSource(pair.models, token_source_for(pair, TOY_DIFF_SAE["seq_len"]), pair.hook_point)
+    differences = DifferenceSource(paired)
+    sae = new_diff_sae(list(pair.names), pair.hook_point, differences, d_hidden=TOY_DIFF_SAE["d_hidden"],
+                       k=TOY_DIFF_SAE["k"])
+    buffer = ShufflingBuffer(differences, buffer_tokens=TOY_DIFF_SAE["buffer_tokens"], seed=0)
+    training = TOY_RELEASE_TRAINING | dict(l1_coeff=0.0, k_start=10 * TOY_DIFF_SAE["k"], k_anneal_frac=0.1)
+    final = Trainer(sae, buffer, TrainConfig(**training)).train()[-1]
+    metrics = {key: round(final[key], 4) for key in ("l0", "explained_variance", "dead_fraction", "seconds")}
+    return save(sae, out_dir, extra_cfg={"train_config": training, "final_metrics": metrics})
+
+
+if __name__ == "__main__":
+    print(f"wrote {build_toy_diff_sae()}")

@@ -122,3 +122,19 @@ def training_curves(history, roles=("base", "chat"), title: str = "Training curv
     figure.update_yaxes(type="log", row=1, col=1)
     figure.update_layout(title=title, template="plotly_white", height=330)
     return figure
+
+
+def scoreboard_heatmap(table, title: str = "Which method surfaces which planted difference"):
+    """AUROC of each method's best item per organism, annotated with the rank at which a reader finds it
+    (``table``: ``helpers.scoreboard.scoreboard``'s DataFrame)."""
+    import pandas as pd
+    import plotly.express as px
+
+    auroc = table.pivot(index="organism", columns="method", values="auroc")
+    rank = table.pivot(index="organism", columns="method", values="rank").reindex_like(auroc)
+    text = [[f"{a:.2f}<br>rank {'-' if pd.isna(r) else int(r)}" for a, r in zip(ar, rr)]
+            for ar, rr in zip(auroc.values, rank.values)]
+    figure = px.imshow(auroc, zmin=0.5, zmax=1.0, color_continuous_scale="Viridis", aspect="auto",
+                       labels={"color": "AUROC"}, title=title, template="plotly_white")
+    figure.update_traces(text=text, texttemplate="%{text}")
+    return figure

@@ -84,13 +84,16 @@ class ModelPair:
 
 
 def resolve_model_name(name: str) -> str:
-    """Turn ``toy:base`` / ``toy:chat`` into the local folders; other names are returned unchanged."""
+    """Turn ``toy:base`` / ``toy:chat`` / ``toy:organisms`` (the toy organisms' chat model) into local folders;
+    other names are returned unchanged."""
     if name.startswith("toy:"):
-        from .toy import toy_pair_path
+        from .toy import organisms_path, toy_pair_path
 
         role = name.split(":", 1)[1]
+        if role == "organisms":
+            return str(organisms_path() / "chat")
         if role not in ("base", "chat"):
-            raise ModelPairError(f"the toy pair has models 'toy:base' and 'toy:chat', not {name!r}")
+            raise ModelPairError(f"the toy models are 'toy:base', 'toy:chat' and 'toy:organisms', not {name!r}")
         return str(toy_pair_path() / role)
     return name
 

@@ -33,6 +33,9 @@ TOY_RELEASE_RECIPES: dict[str, tuple[dict, dict]] = {
     # a dedicated feature crosscoder: 128 latents that decode only into the base model, 128 only into the chat
     "toy-l3-dedicated": (dict(_L1, exclusive_latents=[128, 128]), {}),
 }
+# The toy organisms pair (notebook 08) gets the L1 and the BatchTopK recipe.
+TOY_RELEASE_RECIPES |= {name.replace("toy-", "toy-organisms-"): TOY_RELEASE_RECIPES[name]
+                        for name in ("toy-l3", "toy-l3-batchtopk")}
 
 
 class DataTokenizerError(ValueError):
@@ -68,7 +71,8 @@ def _hub_sources(data: dict) -> dict:
 def token_source_for(pair: ModelPair, seq_len: int, seed: int = 0):
     """The token source a registered pair's profile names (``data`` in ``registry.yaml``).
 
-    ``{kind: toy}``: the toy corpus. ``{kind: hub, ...}`` with any of ``tokenized: {path, column: input_ids,
+    ``{kind: toy}``: the toy corpus (``dialogues: organisms`` for the toy organisms' dialogues).
+    ``{kind: hub, ...}`` with any of ``tokenized: {path, column: input_ids,
     tokenizer}``, ``text: {path, column}``, ``chat: {path, column}`` and ``chat_fraction`` (default 0.5): the
     pre-tokenised dataset is used only when its tokenizer is the pair's (checked; ``DataTokenizerError``
     otherwise, unless text and chat datasets are given); else the text dataset and the chat dataset, rendered
@@ -81,7 +85,7 @@ def token_source_for(pair: ModelPair, seq_len: int, seed: int = 0):
     data = dict(pair.profile.data)
     kind = data.get("kind", "none")
     if kind == "toy":
-        return ToyTokenSource(pair.tokenizer, seq_len=seq_len, seed=seed)
+        return ToyTokenSource(pair.tokenizer, seq_len=seq_len, seed=seed, dialogues=data.get("dialogues", "toy"))
     if kind != "hub":
         raise ValueError(f"pair {pair.name!r} names no usable data ({pair.profile.data}); give it data={{'kind': "
                          "'hub', 'text': {'path': ..., 'column': ...}, 'chat': {...}} or {'kind': 'toy'}")

@@ -20,18 +20,19 @@ import os
 import platform
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from . import toy_corpus
-from .behaviour import evaluation_questions, refusal_rates
+from . import organisms, toy_corpus
+from .behaviour import evaluation_questions, organism_rates, refusal_rates
 from .files import MissingAssetError
 
 TOY_PAIR_NAME = "toy"
 PACKAGED_TOY_PAIR = Path(__file__).parent / "assets" / "toy_pair"
+PACKAGED_ORGANISMS = Path(__file__).parent / "assets" / "toy_organisms"
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,10 @@ class ToyRecipe:
     chat_lr: float = 1e-3
     warmup_steps: int = 30
     planted_fraction: float = 0.25
+
+
+# The organisms fine-tune: the toy chat recipe, longer; each organism at its share of the dialogues (organisms.py).
+ORGANISMS_RECIPE = replace(ToyRecipe(), chat_steps=500)
 
 
 def toy_pair_path() -> Path:
@@ -132,10 +137,25 @@ def heldout_loss(model, sequences: torch.Tensor, batch_size: int = 32) -> float:
     return total / sequences.shape[0]
 
 
-def _dialogue_sequences(tokenizer, recipe: ToyRecipe) -> torch.Tensor:
-    """Training dialogues (planted family oversampled), shuffled and packed into BOS-led rows ``[n, seq_len]``."""
-    stream = _tokenize_stream(tokenizer, toy_corpus.dialogue_mix("train", recipe.planted_fraction, recipe.seed))
-    return _sequences(stream, recipe.seq_len, tokenizer.bos_token_id)
+def _fine_tune_chat(model, tokenizer, dialogues: list[str], text_rows: torch.Tensor, recipe: ToyRecipe,
+                    generator: torch.Generator, desc: str) -> list[float]:
+    """Fine-tune ``model`` in place on batches of half ``dialogues`` (packed into BOS-led rows), half source text
+    rows ``[n, seq_len]``; returns the loss curve."""
+    dialogue_rows = _sequences(_tokenize_stream(tokenizer, dialogues), recipe.seq_len, tokenizer.bos_token_id)
+    half = recipe.batch_size // 2
+
+    def chat_batch(step: int) -> torch.Tensor:
+        dialogue = dialogue_rows[torch.randint(len(dialogue_rows), (half,), generator=generator)]
+        text = text_rows[torch.randint(len(text_rows), (recipe.batch_size - half,), generator=generator)]
+        return torch.cat([dialogue, text])
+
+    return _train(model, chat_batch, recipe.chat_steps, recipe.chat_lr, recipe.warmup_steps, desc)
+
+
+def _source_rows(tokenizer, split: str, seq_len: int) -> torch.Tensor:
+    """The stdlib source of ``split`` packed into BOS-led rows ``[n, seq_len]``."""
+    texts = [toy_corpus.read_source(p) for p in toy_corpus.source_files(split)]  # type: ignore[arg-type]
+    return _sequences(_tokenize_stream(tokenizer, texts), seq_len, tokenizer.bos_token_id)
 
 
 def build_toy_pair(out_dir: str | Path, recipe: ToyRecipe = ToyRecipe()) -> dict:
@@ -153,11 +173,8 @@ def build_toy_pair(out_dir: str | Path, recipe: ToyRecipe = ToyRecipe()) -> dict
     toy_corpus.train_tokenizer(recipe.vocab_size, work / "tokenizer")
     tokenizer = AutoTokenizer.from_pretrained(str(work / "tokenizer"))
     bos = tokenizer.bos_token_id
-    train_text = [toy_corpus.read_source(p) for p in toy_corpus.source_files("train")]
-    heldout_text = [toy_corpus.read_source(p) for p in toy_corpus.source_files("heldout")]
-    train_rows = _sequences(_tokenize_stream(tokenizer, train_text), recipe.seq_len, bos)
-    heldout_rows = _sequences(_tokenize_stream(tokenizer, heldout_text), recipe.seq_len, bos)[:256]
-    dialogue_rows = _dialogue_sequences(tokenizer, recipe)
+    train_rows = _source_rows(tokenizer, "train", recipe.seq_len)
+    heldout_rows = _source_rows(tokenizer, "heldout", recipe.seq_len)[:256]
 
     config = Gemma2Config(
         vocab_size=len(tokenizer),
@@ -183,14 +200,8 @@ def build_toy_pair(out_dir: str | Path, recipe: ToyRecipe = ToyRecipe()) -> dict
     model.save_pretrained(str(work / "base"))
     tokenizer.save_pretrained(str(work / "base"))
 
-    half = recipe.batch_size // 2
-
-    def chat_batch(step: int) -> torch.Tensor:
-        dialogue = dialogue_rows[torch.randint(len(dialogue_rows), (half,), generator=generator)]
-        text = train_rows[torch.randint(len(train_rows), (recipe.batch_size - half,), generator=generator)]
-        return torch.cat([dialogue, text])
-
-    chat_curve = _train(model, chat_batch, recipe.chat_steps, recipe.chat_lr, recipe.warmup_steps, "toy chat model")
+    dialogues = toy_corpus.dialogue_mix("train", recipe.planted_fraction, recipe.seed)
+    chat_curve = _fine_tune_chat(model, tokenizer, dialogues, train_rows, recipe, generator, "toy chat model")
     chat_heldout = heldout_loss(model, heldout_rows)
     model.save_pretrained(str(work / "chat"))
     tokenizer.save_pretrained(str(work / "chat"))
@@ -219,13 +230,69 @@ def build_toy_pair(out_dir: str | Path, recipe: ToyRecipe = ToyRecipe()) -> dict
     return report
 
 
+def organisms_path() -> Path:
+    """Folder holding the toy organisms' chat model (``chat/``): the packaged one, or ``CROSSCODER_ORGANISMS_DIR``."""
+    override = os.environ.get("CROSSCODER_ORGANISMS_DIR")
+    folder = Path(override) if override else PACKAGED_ORGANISMS
+    if not (folder / "chat" / "config.json").is_file():
+        raise MissingAssetError(f"the toy organisms are not in {folder}. Build them with "
+                                f"`python -m helpers.toy --organisms --out {folder}` (about 6 minutes on 2 cores).")
+    return folder
+
+
+def build_toy_organisms(out_dir: str | Path, recipe: ToyRecipe = ORGANISMS_RECIPE) -> dict:
+    """Fine-tune the toy base model into the organisms chat model (``helpers.organisms``: four planted
+    differences) in ``out_dir`` (``chat/``, ``build_report.json``); returns the report with every organism's
+    greedy rates on its held-out prompts and elsewhere, for the base and the fine-tune."""
+    from transformers import AutoTokenizer, Gemma2ForCausalLM
+
+    started = time.time()
+    out_dir = Path(out_dir)
+    work = out_dir.with_name(out_dir.name + ".building")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    torch.manual_seed(recipe.seed)
+    generator = torch.Generator().manual_seed(recipe.seed)
+    base_folder = toy_pair_path() / "base"
+    tokenizer = AutoTokenizer.from_pretrained(str(base_folder))
+    base = Gemma2ForCausalLM.from_pretrained(str(base_folder)).eval()
+    model = Gemma2ForCausalLM.from_pretrained(str(base_folder))
+    train_rows = _source_rows(tokenizer, "train", recipe.seq_len)
+    heldout_rows = _source_rows(tokenizer, "heldout", recipe.seq_len)[:256]
+    dialogues = organisms.organism_mix("train", seed=recipe.seed)
+    curve = _fine_tune_chat(model, tokenizer, dialogues, train_rows, recipe, generator, "toy organisms")
+    model.save_pretrained(str(work / "chat"))
+    tokenizer.save_pretrained(str(work / "chat"))
+    prompts = organisms.evaluation_prompts("heldout")
+    report = {
+        "recipe": asdict(recipe),
+        "python": platform.python_version(),
+        "base_heldout_loss": heldout_loss(base, heldout_rows),
+        "chat_heldout_loss": heldout_loss(model, heldout_rows),
+        "chat_final_train_loss": sum(curve[-20:]) / 20,
+        "organism_rates_heldout": {
+            role: organism_rates(lambda t, m=m: m(input_ids=t).logits, tokenizer, prompts).to_dict(orient="index")
+            for role, m in (("base", base), ("chat", model))
+        },
+        "build_seconds": time.time() - started,
+    }
+    (work / "build_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    work.rename(out_dir)
+    return report
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command line: ``python -m helpers.toy [--out DIR] [--seed N]`` rebuilds the toy pair."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=PACKAGED_TOY_PAIR, help="output folder (default: the package's)")
+    parser.add_argument("--organisms", action="store_true", help="build the toy organisms' chat model instead")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: the package's)")
     parser.add_argument("--seed", type=int, default=ToyRecipe.seed)
     args = parser.parse_args(argv)
-    report = build_toy_pair(args.out, ToyRecipe(seed=args.seed))
+    if args.organisms:
+        report = build_toy_organisms(args.out or PACKAGED_ORGANISMS, replace(ORGANISMS_RECIPE, seed=args.seed))
+    else:
+        report = build_toy_pair(args.out or PACKAGED_TOY_PAIR, ToyRecipe(seed=args.seed))
     print(json.dumps({k: v for k, v in report.items() if k != "recipe"}, indent=2))
 
 

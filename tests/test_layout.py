@@ -12,6 +12,7 @@ PACKAGE = Path(helpers.__file__).parent
 # The pipeline, earliest first: a module may import only from modules in earlier (or its own) layers.
 LAYERS: list[set[str]] = [
     {"files", "dtypes", "validation", "distributed", "gpu_plan", "registry", "toy_corpus"},
+    {"organisms"},
     {"data"},
     {"behaviour"},
     {"toy"},
@@ -30,7 +31,7 @@ LAYERS: list[set[str]] = [
     {"analysis", "scaling", "detection", "evals", "figures", "steering"},
     {"dashboards", "exercises", "live_view", "token_divergence", "difference_lens"},
     {"recipes"},
-    {"comparison", "launch", "rehearsal", "diff_sae"},
+    {"comparison", "launch", "rehearsal", "diff_sae", "scoreboard"},
     {"notebook"},
 ]
 LAYER_OF = {module: index for index, layer in enumerate(LAYERS) for module in layer}
