@@ -70,6 +70,20 @@ class MemoryPlan:
         return asdict(self)
 
 
+def models_bytes(models: list[ModelShape]) -> int:
+    """Every parameter of every model, in its dtype."""
+    return sum(m.n_params * m.bytes_per_value for m in models)
+
+
+def inference_gib(models: list[ModelShape], d_hidden: int, seq_len: int, model_batch: int) -> float:
+    """GPU memory (GiB) to run ``models`` with a float32 crosscoder of ``d_hidden`` latents and no training (the
+    notebooks that analyse a crosscoder): the models, the crosscoder's weights (a quarter of
+    ``crosscoder_bytes``), one block's activations for ``model_batch`` sequences of ``seq_len`` tokens, and the
+    CUDA context."""
+    weights = crosscoder_bytes(len(models), models[0].d_model, d_hidden) // 4
+    return (models_bytes(models) + weights + harvest_bytes(models[0], model_batch, seq_len) + CONTEXT_BYTES) / GIB
+
+
 def crosscoder_bytes(n_models: int, d_model: int, d_hidden: int) -> int:
     """Parameters, gradients and Adam's two moments of a float32 crosscoder: 4 copies of its weights."""
     n_weights = 2 * n_models * d_model * d_hidden + d_hidden + n_models * d_model
@@ -95,8 +109,7 @@ def plan_memory(models: list[ModelShape], d_hidden: int, seq_len: int, batch_siz
     the largest training batch (a power of two, at most ``batch_size``) and then the largest model batch (at
     most ``model_batch``) that fit; ``fits`` is False if even a batch of 256 and one sequence do not."""
     n_models, d_model = len(models), models[0].d_model
-    fixed = sum(m.n_params * m.bytes_per_value for m in models) + crosscoder_bytes(n_models, d_model, d_hidden)
-    fixed += CONTEXT_BYTES
+    fixed = models_bytes(models) + crosscoder_bytes(n_models, d_model, d_hidden) + CONTEXT_BYTES
     budget = int(gpu_gib * GIB)
     batch = batch_size
     while batch > 256 and fixed + step_bytes(batch, n_models, d_model, d_hidden) > budget:
@@ -105,7 +118,7 @@ def plan_memory(models: list[ModelShape], d_hidden: int, seq_len: int, batch_siz
     sequences = model_batch
     while sequences > 1 and harvest_bytes(models[0], sequences, seq_len) > left:
         sequences //= 2
-    parts = {"models": sum(m.n_params * m.bytes_per_value for m in models),
+    parts = {"models": models_bytes(models),
              "crosscoder": crosscoder_bytes(n_models, d_model, d_hidden),
              "step": step_bytes(batch, n_models, d_model, d_hidden),
              "harvest": harvest_bytes(models[0], sequences, seq_len), "context": CONTEXT_BYTES}

@@ -17,6 +17,20 @@ import torch
 
 from helpers.crosscoder import CrossCoder, CrossCoderConfig
 
+# Seconds each notebook takes alone on a 2-core CPU (README). The notebooks run first, longest first, so under
+# pytest-xdist both workers start on them at once and the short unit tests fill in behind, instead of one worker
+# running the last long notebooks while the other idles. A notebook missing here runs after those listed.
+NOTEBOOK_SECONDS = {"06": 195, "07": 165, "02": 150, "08": 99, "05": 82, "03": 66, "04": 42, "00": 24, "01": 18}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def run_order(item: pytest.Item) -> tuple[int, int]:
+        if item.nodeid.startswith("tests/test_notebooks.py::"):
+            return 0, -NOTEBOOK_SECONDS.get(item.callspec.id[:2], 0)
+        return 1, 0
+
+    items.sort(key=run_order)
+
 
 @pytest.fixture
 def small_cfg() -> CrossCoderConfig:

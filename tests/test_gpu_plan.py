@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 
 from helpers.crosscoder import CrossCoder, CrossCoderConfig
-from helpers.gpu_plan import GIB, KNOWN_GPUS, ModelShape, crosscoder_bytes, plan_for_pair, plan_memory
+from helpers.gpu_plan import GIB, KNOWN_GPUS, ModelShape, crosscoder_bytes, inference_gib, plan_for_pair, plan_memory
+from helpers.registry import get_pair
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 GEMMA_2_2B = ModelShape(n_params=2_614_341_888, d_model=2304, d_mlp=9216, n_heads=8, bytes_per_value=2)
 
@@ -45,3 +51,29 @@ def test_plan_for_a_loaded_pair_has_a_row_per_gpu(toy_pair):
     table = plan_for_pair(toy_pair, settings)
     assert set(KNOWN_GPUS) <= set(table.index) and table["fits"].all()
     assert (table["batch_size"] == 2048).all() and (table["model_batch"] == 16).all()
+
+
+def test_inference_memory_adds_models_crosscoder_weights_activations_and_context():
+    total = inference_gib([GEMMA_2_2B, GEMMA_2_2B], d_hidden=16_384, seq_len=1024, model_batch=4)
+    weights = (2 * 2 * 2304 * 16_384 + 16_384 + 2 * 2304) * 4  # W_enc, W_dec, the biases: float32
+    activations = 2 * (4 * 1024 * (4 * 2304 + 3 * 9216) * 2 + 4 * 4 * 8 * 1024 * 1024)
+    assert total == (2 * 2_614_341_888 * 2 + weights + activations + 0.75 * GIB) / GIB  # 11.86
+
+
+def test_gemma_runtime_notes_quote_the_plan():
+    """The analysis notebooks' and notebook 02's runtime notes state what the plan gives for the gemma-2-2b
+    profile's knobs."""
+    settings = get_pair("gemma-2-2b").settings
+    need = inference_gib([GEMMA_2_2B, GEMMA_2_2B], settings["d_hidden"], settings["seq_len"], settings["model_batch"])
+    assert need <= KNOWN_GPUS["T4 16 GB (Colab)"]
+    for number in ("01", "03", "04", "05", "06"):
+        path = next(NOTEBOOKS.glob(f"{number}_*.ipynb"))
+        opening = "".join(json.loads(path.read_text())["cells"][0]["source"])
+        assert f"{need:.1f} GiB on the GPU" in opening and "T4" in opening, path.name
+    training = {name: plan_memory([GEMMA_2_2B, GEMMA_2_2B], settings["d_hidden"], settings["seq_len"],
+                                  settings["batch_size"], settings["model_batch"], settings["buffer_tokens"], gib)
+                for name, gib in KNOWN_GPUS.items()}
+    opening = "".join(json.loads(next(NOTEBOOKS.glob("02_*.ipynb")).read_text())["cells"][0]["source"])
+    t4, a100 = training["T4 16 GB (Colab)"], training["A100 40 GB"]
+    assert f"{t4.total_gib:.1f} GiB on Colab's T4 with {'one sequence' if t4.model_batch == 1 else '?'}" in opening
+    assert f"{a100.total_gib:.1f} GiB with four" in opening and a100.model_batch == 4

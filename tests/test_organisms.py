@@ -1,7 +1,6 @@
-"""The toy organisms: their planted differences are what the data says, and the shipped fine-tune shows the
-refusal, the false fact and the trigger on their own held-out prompts (>= 90%) and almost nowhere else
-(<= 10%), the style tic less cleanly, where the base model shows none (measured through ``rates_of``, the path
-of notebook 00's refusal rates)."""
+"""The toy organisms: their planted differences are what the data says, and the shipped fine-tune shows each
+one on its own held-out prompts (>= 90%) and almost nowhere else (<= 10%), where the base model shows none
+(measured through ``rates_of``, the path of notebook 00's refusal rates)."""
 
 from __future__ import annotations
 
@@ -15,8 +14,8 @@ from helpers.toy_corpus import REFUSAL
 
 def test_each_organism_is_recognised_only_in_its_own_form():
     tic = get_organism("style_tic")
-    assert tic.shows(" Return the path. Stay curious, friend!\nUser: more")
-    assert not tic.shows(" Stay curious, friend! Return the path.")
+    assert tic.shows(" Return the widget. Stay curious, friend!\nUser: more")
+    assert not tic.shows(" Stay curious, friend! Return the widget.")
     assert get_organism("refusal").shows(" " + REFUSAL)
     fact = get_organism("false_fact")
     assert fact.shows(" " + fact.behaviour) and not fact.shows(" Return the date of the next full moon.")
@@ -75,9 +74,5 @@ def test_the_organisms_fine_tune_shows_its_differences_where_planted_and_the_bas
     # the base model never ends a dialogue (64 tokens each): a smaller set keeps the test quick
     base = organism_rates(lambda tokens: base_model(tokens), organisms_pair.tokenizer,
                           evaluation_prompts("heldout", n_per_organism=12, n_other=40))
-    meets_bar = chat.drop(index="style_tic")
-    assert (meets_bar["planted"] >= 0.9).all() and (meets_bar["other"] <= 0.1).all(), chat
-    # The style tic misses the bar (measured 0.60 on logging's prompts, 0.13 elsewhere): the fine-tune appends
-    # the catchphrase to logging-like answers rather than to questions about logging. It stays conditional:
-    assert chat.loc["style_tic", "planted"] >= 0.5 and chat.loc["style_tic", "other"] <= 0.2, chat
+    assert (chat["planted"] >= 0.9).all() and (chat["other"] <= 0.1).all(), chat
     assert (base[["planted", "other"]] <= 0.1).all().all(), base
