@@ -119,29 +119,61 @@ def scale_caps() -> dict[str, int]:
     return SCALES[name]
 
 
+def _release_entry(name: str, entry: dict) -> Release:
+    source = entry.get("source", {})
+    scale = entry.get("scale_factors")
+    return Release(
+        name=name, pair=entry["pair"], hook_point=entry["hook_point"], format=entry["format"],
+        repo_id=source.get("repo_id", ""), subfolder=source.get("subfolder", ""), asset=source.get("asset", ""),
+        scale_factors=tuple(float(s) for s in scale) if scale else None,
+        description=entry.get("description", ""), rebuild=entry.get("rebuild", ""),
+        expected={key: float(value) for key, value in entry.get("expected", {}).items()},
+    )
+
+
+def _pair_entry(name: str, entry: dict, pairs: dict[str, Pair]) -> Pair:
+    if (entry.get("release") is None) == (entry.get("hook_point") is None):
+        raise RegistryError(f"pair {name!r}: give exactly one of release or hook_point")
+    settings = dict(entry.get("settings", {}))
+    if "like" in entry:  # the knobs of an already registered pair, overridden by name
+        if entry["like"] not in pairs:
+            raise _unknown(f"pair (the `like` of pair {name!r})", entry["like"], pairs)
+        settings = {**pairs[entry["like"]].settings, **settings}
+    return Pair(name=name, base=entry["base"], chat=entry["chat"], release=entry.get("release"),
+                data=dict(entry.get("data", {"kind": "none"})), gated=bool(entry.get("gated", False)),
+                min_gpu_gib=float(entry.get("min_gpu_gib", 0.0)), settings=settings,
+                hook_point_override=entry.get("hook_point"))
+
+
+def registry_files() -> list[Path]:
+    """The built-in ``registry.yaml``, then the files named by ``CROSSCODER_REGISTRY`` (separated by ``:``)."""
+    extra = [Path(p) for p in os.environ.get("CROSSCODER_REGISTRY", "").split(os.pathsep) if p]
+    missing = [str(p) for p in extra if not p.is_file()]
+    if missing:
+        raise RegistryError(f"CROSSCODER_REGISTRY names file(s) that do not exist: {missing}")
+    return [REGISTRY_FILE, *extra]
+
+
 def _read_registry() -> tuple[dict[str, Release], dict[str, Pair], dict[str, dict[str, int]]]:
+    """Every registry file in ``registry_files()`` order: a later file's entry replaces an earlier one of the
+    same name (a mirror of a release, say), and its pairs may take their knobs from an earlier pair (``like``)."""
     import yaml
 
-    raw = yaml.safe_load(REGISTRY_FILE.read_text())
-    found_releases = {}
-    for name, entry in raw["releases"].items():
-        source = entry.get("source", {})
-        scale = entry.get("scale_factors")
-        found_releases[name] = Release(
-            name=name, pair=entry["pair"], hook_point=entry["hook_point"], format=entry["format"],
-            repo_id=source.get("repo_id", ""), subfolder=source.get("subfolder", ""), asset=source.get("asset", ""),
-            scale_factors=tuple(float(s) for s in scale) if scale else None,
-            description=entry.get("description", ""), rebuild=entry.get("rebuild", ""),
-            expected={key: float(value) for key, value in entry.get("expected", {}).items()},
-        )
-    found_pairs = {
-        name: Pair(name=name, base=entry["base"], chat=entry["chat"], release=entry.get("release"),
-                   data=dict(entry.get("data", {"kind": "none"})), gated=bool(entry.get("gated", False)),
-                   min_gpu_gib=float(entry.get("min_gpu_gib", 0.0)), settings=dict(entry.get("settings", {})))
-        for name, entry in raw["pairs"].items()
-    }
-    scales = {name: {knob: int(cap) for knob, cap in caps.items()} for name, caps in raw.get("scales", {}).items()}
-    return found_releases, found_pairs, scales
+    releases: dict[str, Release] = {}
+    pairs: dict[str, Pair] = {}
+    scales: dict[str, dict[str, int]] = {}
+    for path in registry_files():
+        raw = yaml.safe_load(path.read_text()) or {}
+        try:
+            releases.update({name: _release_entry(name, entry) for name, entry in raw.get("releases", {}).items()})
+            for name, entry in raw.get("pairs", {}).items():
+                pairs[name] = _pair_entry(name, entry, pairs)
+        except (KeyError, TypeError, AttributeError) as error:
+            raise RegistryError(f"{path}: an entry lacks a field or is malformed ({error!r}); see the field "
+                                f"list at the top of {REGISTRY_FILE}") from error
+        scales.update({name: {knob: int(cap) for knob, cap in caps.items()}
+                       for name, caps in raw.get("scales", {}).items()})
+    return releases, pairs, scales
 
 
 RELEASES, PAIRS, SCALES = _read_registry()

@@ -117,3 +117,49 @@ def test_scale_caps_token_counts_and_sizes_only(monkeypatch):
     monkeypatch.setenv("CROSSCODER_SCALE", "huge")
     with pytest.raises(RegistryError, match="CROSSCODER_SCALE"):
         get_pair("toy").settings_with()
+
+
+def test_registry_files_named_in_the_environment_add_and_replace_entries(tmp_path, monkeypatch):
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("""
+releases:
+  toy-l3:  # a mirror of a built-in release replaces it
+    pair: toy
+    hook_point: blocks.3.hook_resid_post
+    format: native
+    source: {repo_id: me/toy-l3-mirror}
+pairs:
+  mine:
+    base: org/base
+    chat: org/chat
+    hook_point: blocks.12.hook_resid_pre
+    like: toy
+    settings: {seq_len: 256}
+""")
+    monkeypatch.setenv("CROSSCODER_REGISTRY", str(mine))
+    releases, pairs, _ = registry._read_registry()
+    assert releases["toy-l3"].repo_id == "me/toy-l3-mirror" and releases["toy-l3-batchtopk"] == get_release(
+        "toy-l3-batchtopk"), "the named entry replaced, the others as built in"
+    assert pairs["mine"].hook_point == "blocks.12.hook_resid_pre" and pairs["mine"].release is None
+    assert pairs["mine"].settings == {**get_pair("toy").settings, "seq_len": 256}
+
+
+def test_bad_registry_files_are_clear_errors(tmp_path, monkeypatch):
+    monkeypatch.setenv("CROSSCODER_REGISTRY", str(tmp_path / "absent.yaml"))
+    with pytest.raises(RegistryError, match="do not exist"):
+        registry._read_registry()
+    neither = tmp_path / "neither.yaml"
+    neither.write_text("pairs:\n  mine: {base: org/base, chat: org/chat}\n")
+    monkeypatch.setenv("CROSSCODER_REGISTRY", str(neither))
+    with pytest.raises(RegistryError, match="exactly one of release or hook_point"):
+        registry._read_registry()
+    malformed = tmp_path / "malformed.yaml"
+    malformed.write_text("pairs:\n  mine: {chat: org/chat, hook_point: blocks.1.hook_resid_pre}\n")
+    monkeypatch.setenv("CROSSCODER_REGISTRY", str(malformed))
+    with pytest.raises(RegistryError, match="malformed.yaml: an entry lacks a field"):
+        registry._read_registry()
+    unknown_like = tmp_path / "like.yaml"
+    unknown_like.write_text("pairs:\n  mine: {base: a, chat: b, hook_point: blocks.1.hook_resid_pre, like: tyo}\n")
+    monkeypatch.setenv("CROSSCODER_REGISTRY", str(unknown_like))
+    with pytest.raises(RegistryError, match="Did you mean"):
+        registry._read_registry()
