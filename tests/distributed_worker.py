@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from helpers.crosscoder import CrossCoder, CrossCoderConfig
-from helpers.distributed import init_from_env, rank_and_world
+from helpers.distributed import end_rank, init_from_env, rank_and_world
 from helpers.run_folder import CheckpointDirError
 from helpers.training import TrainConfig, Trainer
 from tests.fakes import GlobalBatchSlices
@@ -48,3 +48,4 @@ if __name__ == "__main__":
             Trainer.resume(out / "relu-w2", GlobalBatchSlices())
         except CheckpointDirError as error:
             (out / "resume-mismatch.txt").write_text(str(error))
+    end_rank()
