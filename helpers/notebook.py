@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from . import __version__
-from .registry import PAIRS, RegistryError
+from .registry import PAIRS, RegistryError, scale_caps
 
 GITHUB_REPO = "crosscoder-diffing/crosscoder-tutorials"
 COLAB_BADGE_URL = "https://colab.research.google.com/github/{repo}/blob/main/notebooks/{filename}"
@@ -36,11 +36,13 @@ ctx = helpers.notebook.setup()"""
 
 @dataclass(frozen=True)
 class NotebookContext:
-    """What ``setup()`` decided: the device, whether we are in Colab, and the default pair."""
+    """What ``setup()`` decided: the device, whether we are in Colab, the default pair, and the name of the scale
+    capping every pair's knobs (``CROSSCODER_SCALE``; empty when the pairs run at their own sizes)."""
 
     device: str
     in_colab: bool
     default_pair: str
+    scale: str = ""
 
     @property
     def model_dtype(self) -> torch.dtype:
@@ -117,4 +119,7 @@ def setup(pair: str | None = None) -> NotebookContext:
     print(f"helpers {__version__} | torch {torch.__version__} | device {device}{gpu} | Colab: {colab}")
     print(f"default pair: {chosen} ({', '.join(PAIRS[chosen].model_names)}); "
           "override with PAIR = '...' or CROSSCODER_PAIR")
-    return NotebookContext(device=device, in_colab=colab, default_pair=chosen)
+    scale = os.environ.get("CROSSCODER_SCALE", "")
+    if scale:
+        print(f"scale {scale}: every pair's knobs capped at {scale_caps()} (CROSSCODER_SCALE)")
+    return NotebookContext(device=device, in_colab=colab, default_pair=chosen, scale=scale)

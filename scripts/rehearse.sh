@@ -1,21 +1,30 @@
 #!/usr/bin/env bash
-# Run tutorials on the gemma-2-2b profile against the offline Hub rehearsal (helpers.rehearsal), at the smoke
-# scale: the same cells as on Colab, resolved from a local Hugging Face home. Usage:
-#   bash scripts/rehearse.sh [notebooks/NN_name.ipynb ...]      (default: 00 to 07)
-# Executed copies land in outputs/rehearsal/notebooks/.
+# Run tutorials against the offline Hub rehearsal (helpers.rehearsal) at the smoke scale, on the gemma-2-2b profile
+# (or CROSSCODER_PAIR): the same cells as on Colab, resolved from a local Hugging Face home. CI runs the same
+# notebooks in tests/test_notebooks.py. Usage:
+#   bash scripts/rehearse.sh [notebooks/NN_name.ipynb ...]      (default: the pair's REHEARSED_NOTEBOOKS)
+# Executed copies land in outputs/rehearsal/notebooks/<pair>/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || bash scripts/setup.sh
 HOME_DIR=outputs/rehearsal/hf
-[ -d "$HOME_DIR/hub" ] || .venv/bin/python -m helpers.rehearsal "$HOME_DIR"
-mkdir -p outputs/rehearsal/notebooks
-export HF_HOME="$PWD/$HOME_DIR" HF_HUB_OFFLINE=1 HF_TOKEN="${HF_TOKEN:-rehearsal}" CROSSCODER_PAIR="${CROSSCODER_PAIR:-gemma-2-2b}"
-export CROSSCODER_SCALE="${CROSSCODER_SCALE:-smoke}"
+[ -f "$HOME_DIR/registry.yaml" ] || .venv/bin/python -m helpers.rehearsal "$HOME_DIR"
+PAIR="${CROSSCODER_PAIR:-gemma-2-2b}"
+eval "$(.venv/bin/python -c "
+from helpers.rehearsal import rehearsal_env
+for key, value in rehearsal_env('$HOME_DIR', '$PAIR', '${CROSSCODER_SCALE:-smoke}').items():
+    print(f'export {key}={value!r}')")"
 notebooks=("$@")
-# default: 00-07 (notebook 08 scores methods on the toy organisms, whose ground truth only the toy pair has)
-[ ${#notebooks[@]} -gt 0 ] || notebooks=(notebooks/0[0-7]_*.ipynb)
+if [ ${#notebooks[@]} -eq 0 ]; then
+  mapfile -t notebooks < <(.venv/bin/python -c "
+from helpers.rehearsal import REHEARSED_NOTEBOOKS
+import glob
+for number in REHEARSED_NOTEBOOKS['$PAIR']:
+    print(*glob.glob(f'notebooks/{number}_*.ipynb'))")
+fi
+mkdir -p "outputs/rehearsal/notebooks/$PAIR"
 for notebook in "${notebooks[@]}"; do
-  echo "== $notebook ($CROSSCODER_PAIR, scale $CROSSCODER_SCALE)"
+  echo "== $notebook ($PAIR, scale $CROSSCODER_SCALE)"
   .venv/bin/jupyter nbconvert --to notebook --execute --ExecutePreprocessor.timeout=900 ${REHEARSE_ALLOW_ERRORS:+--allow-errors} \
-    --output-dir outputs/rehearsal/notebooks "$notebook"
+    --output-dir "outputs/rehearsal/notebooks/$PAIR" "$notebook"
 done

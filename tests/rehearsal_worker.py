@@ -11,10 +11,12 @@ import sys
 import torch
 
 from helpers import load_diff, load_model_pair, make_buffer, new_crosscoder, register_pair, token_source_for
-from helpers.data import MixedTokenSource
+from helpers.data import MixedTokenSource, ToyTokenSource
 from helpers.evals import reconstruction_metrics, splice_metrics
 from helpers.recipes import DataTokenizerError, activation_batches
-from helpers.rehearsal import OWN_PAIR, REPLICATION_DATASET
+from helpers.rehearsal import OWN_PAIR, REPLICATION, REPLICATION_DATASET, SOF_BATCHTOPK, SOF_L1, TOY_BATCHTOPK, TOY_L1
+from helpers.rehearsal_gemma import token_map
+from helpers.releases import load_release
 from helpers.training import TrainConfig, Trainer
 
 
@@ -33,6 +35,35 @@ def gemma() -> dict:
                                                                                       l1.crosscoder.cfg.activation],
             "batchtopk_k": topk.crosscoder.cfg.k, "chat_template": "<start_of_turn>" in diff.pair.models[1].tokenizer
             .apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)}
+
+
+def stand_ins() -> dict:
+    """How far the Gemma stand-ins are from the toy pair they carry: activations at the replication's site (per
+    unit of the residual scale), next-token log-probabilities, and the latents of every Gemma release against
+    those of the toy release it stands in with."""
+    toy, gemma = load_model_pair("toy"), load_model_pair("gemma-2-2b")
+    mapping = token_map(len(toy.tokenizer))
+    rows = ToyTokenSource(toy.tokenizer, seq_len=64, seed=1).next_batch(4)
+    site = gemma.hook_point
+    toy_acts, gemma_acts, logprob_gap = [], [], 0.0
+    for toy_model, gemma_model in zip(toy.models, gemma.models):
+        _, toy_cache = toy_model.run_with_cache(rows, names_filter=lambda name: name == toy.hook_point)
+        logits, gemma_cache = gemma_model.run_with_cache(mapping[rows], names_filter=lambda name: name == site)
+        toy_acts.append(toy_cache[toy.hook_point].reshape(-1, toy.models[0].cfg.d_model))
+        gemma_acts.append(gemma_cache[site].reshape(-1, toy.models[0].cfg.d_model))
+        gap = toy_model(rows).log_softmax(-1) - logits.log_softmax(-1)[..., mapping]
+        logprob_gap = max(logprob_gap, gap.abs().mean().item())
+    x_toy, x_gemma = torch.stack(toy_acts, 1), torch.stack(gemma_acts, 1)  # [tokens, 2, d_model]
+    scales = (x_gemma.norm(dim=-1) / x_toy.norm(dim=-1)).mean(0)  # [2]
+    latent_gap = {}
+    for gemma_release, toy_release in ((REPLICATION.name, TOY_L1), (SOF_L1.name, TOY_L1),
+                                       (SOF_BATCHTOPK.name, TOY_BATCHTOPK)):
+        expected = load_release(toy_release).encode(x_toy)
+        latent_gap[gemma_release] = ((load_release(gemma_release).encode(x_gemma) - expected).abs().max()
+                                     / expected.abs().max()).item()
+    return {"activation_gap": ((x_gemma / scales[None, :, None] - x_toy).abs().max() / x_toy.abs().max()).item(),
+            "residual_scales": scales.tolist(), "mean_logprob_gap": logprob_gap, "latent_gap": latent_gap,
+            "toy_batchtopk_k": load_release(TOY_BATCHTOPK).cfg.k}
 
 
 def own_pair() -> dict:
@@ -60,4 +91,4 @@ def own_pair() -> dict:
 
 if __name__ == "__main__":
     torch.manual_seed(0)
-    json.dump({"gemma": gemma(), "own": own_pair()}, open(sys.argv[1], "w"), indent=1)
+    json.dump({"gemma": gemma(), "stand_ins": stand_ins(), "own": own_pair()}, open(sys.argv[1], "w"), indent=1)

@@ -31,6 +31,7 @@ LAYERS: list[set[str]] = [
     {"analysis", "scaling", "detection", "evals", "figures", "steering"},
     {"dashboards", "exercises", "live_view", "token_divergence", "difference_lens"},
     {"recipes"},
+    {"rehearsal_gemma", "rehearsal_llama"},
     {"comparison", "launch", "rehearsal", "diff_sae", "scoreboard"},
     {"notebook"},
 ]

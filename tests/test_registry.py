@@ -119,6 +119,17 @@ def test_scale_caps_token_counts_and_sizes_only(monkeypatch):
         get_pair("toy").settings_with()
 
 
+def test_notebooks_know_whether_a_scale_caps_their_budget(monkeypatch, capsys):
+    """Notebook 02 asserts a usable crosscoder only at the pair's own budget (``ctx.scale`` empty)."""
+    from helpers.notebook import setup
+
+    monkeypatch.delenv("CROSSCODER_PAIR", raising=False)
+    monkeypatch.delenv("CROSSCODER_SCALE", raising=False)
+    assert setup("toy").scale == ""
+    monkeypatch.setenv("CROSSCODER_SCALE", "smoke")
+    assert setup("toy").scale == "smoke" and "'num_tokens': 65536" in capsys.readouterr().out
+
+
 def test_registry_files_named_in_the_environment_add_and_replace_entries(tmp_path, monkeypatch):
     mine = tmp_path / "mine.yaml"
     mine.write_text("""
