@@ -45,7 +45,7 @@ from .rehearsal_gemma import (
     write_gemma_models,
     write_replication_crosscoder,
 )
-from .rehearsal_llama import LlamaRecipe
+from .rehearsal_llama import LLAMA_RECIPE
 from .toy import toy_pair_path
 
 # the real ids, from the registry that the rest of the package reads them from
@@ -66,7 +66,7 @@ OWN_BASE, OWN_CHAT, OWN_CROSSCODER = "rehearsal/llama-base", "rehearsal/llama-in
 OWN_TEXT, OWN_CHAT_DATA = "rehearsal/text", "rehearsal/chat"
 # the own pair's site: the output of its middle block
 OWN_PAIR = dict(name="rehearsal-llama", base=OWN_BASE, chat=OWN_CHAT,
-                hook_point=f"blocks.{LlamaRecipe.n_layers // 2}.hook_resid_post",
+                hook_point=f"blocks.{LLAMA_RECIPE.n_layers // 2}.hook_resid_post",
                 data={"kind": "hub", "text": {"path": OWN_TEXT, "column": "text"},
                       "chat": {"path": OWN_CHAT_DATA, "column": "messages"}})
 OWN_RELEASE = "rehearsal-llama-l2"

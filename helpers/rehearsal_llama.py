@@ -20,14 +20,14 @@ import json
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 
 from . import toy_corpus
 from .files import MissingAssetError
-from .toy import _sequences, _source_rows, _tokenize_stream, _train, heldout_loss
+from .toy import ToyRecipe, _fine_tune_chat, _source_rows, _train, heldout_loss
 
 PACKAGED = Path(__file__).parent / "assets" / "rehearsal_llama"
 CHAT_TEMPLATE = (
@@ -37,24 +37,10 @@ CHAT_TEMPLATE = (
 SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
 
 
-@dataclass(frozen=True)
-class LlamaRecipe:
-    """Every knob of the own pair's build."""
-
-    seed: int = 0
-    vocab_size: int = 1024
-    d_model: int = 64
-    n_layers: int = 4
-    n_heads: int = 4
-    n_kv_heads: int = 2
-    d_mlp: int = 256
-    seq_len: int = 128
-    batch_size: int = 32
-    base_steps: int = 400
-    base_lr: float = 3e-3
-    chat_steps: int = 200
-    chat_lr: float = 1e-3
-    warmup_steps: int = 20
+# The toy pair's build knobs (``ToyRecipe``), at a quarter of the width; ``planted_fraction`` is unused here (the
+# instruct data is every toy question once).
+LLAMA_RECIPE = replace(ToyRecipe(), vocab_size=1024, d_model=64, d_mlp=256, base_steps=400, chat_steps=200,
+                       warmup_steps=20)
 
 
 def llama_path() -> Path:
@@ -92,7 +78,7 @@ def conversations(split: str) -> list[list[dict[str, str]]]:
              {"role": "assistant", "content": q.answer}] for q in toy_corpus.questions(split)]
 
 
-def build_rehearsal_llama(out_dir: str | Path, recipe: LlamaRecipe = LlamaRecipe()) -> dict:
+def build_rehearsal_llama(out_dir: str | Path, recipe: ToyRecipe = LLAMA_RECIPE) -> dict:
     """Train the own pair into ``out_dir`` (``base/``, ``chat/``, ``build_report.json``); returns the report."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -121,15 +107,7 @@ def build_rehearsal_llama(out_dir: str | Path, recipe: LlamaRecipe = LlamaRecipe
     tokenizer.save_pretrained(work / "base")
 
     rendered = [tokenizer.apply_chat_template(messages, tokenize=False) for messages in conversations("train")]
-    chat_rows = _sequences(_tokenize_stream(tokenizer, rendered), recipe.seq_len, tokenizer.bos_token_id)
-    half = recipe.batch_size // 2
-
-    def chat_batch(step: int) -> torch.Tensor:
-        chat = chat_rows[torch.randint(len(chat_rows), (half,), generator=generator)]
-        text = text_rows[torch.randint(len(text_rows), (recipe.batch_size - half,), generator=generator)]
-        return torch.cat([chat, text])
-
-    chat_curve = _train(model, chat_batch, recipe.chat_steps, recipe.chat_lr, recipe.warmup_steps, "own chat model")
+    chat_curve = _fine_tune_chat(model, tokenizer, rendered, text_rows, recipe, generator, "own chat model")
     model.save_pretrained(work / "chat")
     tokenizer.save_pretrained(work / "chat")
     report = {"recipe": asdict(recipe), "uniform_loss": math.log(len(tokenizer)), "base_heldout_loss": base_heldout,

@@ -155,22 +155,18 @@ pairs:
     assert pairs["mine"].settings == {**get_pair("toy").settings, "seq_len": 256}
 
 
-def test_bad_registry_files_are_clear_errors(tmp_path, monkeypatch):
-    monkeypatch.setenv("CROSSCODER_REGISTRY", str(tmp_path / "absent.yaml"))
-    with pytest.raises(RegistryError, match="do not exist"):
-        registry._read_registry()
-    neither = tmp_path / "neither.yaml"
-    neither.write_text("pairs:\n  mine: {base: org/base, chat: org/chat}\n")
-    monkeypatch.setenv("CROSSCODER_REGISTRY", str(neither))
-    with pytest.raises(RegistryError, match="exactly one of release or hook_point"):
-        registry._read_registry()
-    malformed = tmp_path / "malformed.yaml"
-    malformed.write_text("pairs:\n  mine: {chat: org/chat, hook_point: blocks.1.hook_resid_pre}\n")
-    monkeypatch.setenv("CROSSCODER_REGISTRY", str(malformed))
-    with pytest.raises(RegistryError, match="malformed.yaml: an entry lacks a field"):
-        registry._read_registry()
-    unknown_like = tmp_path / "like.yaml"
-    unknown_like.write_text("pairs:\n  mine: {base: a, chat: b, hook_point: blocks.1.hook_resid_pre, like: tyo}\n")
-    monkeypatch.setenv("CROSSCODER_REGISTRY", str(unknown_like))
-    with pytest.raises(RegistryError, match="Did you mean"):
+@pytest.mark.parametrize(("name", "content", "error"), [
+    ("absent.yaml", None, "do not exist"),
+    ("neither.yaml", "pairs:\n  mine: {base: org/base, chat: org/chat}\n", "exactly one of release or hook_point"),
+    ("malformed.yaml", "pairs:\n  mine: {chat: org/chat, hook_point: blocks.1.hook_resid_pre}\n",
+     "malformed.yaml: an entry lacks a field"),
+    ("like.yaml", "pairs:\n  mine: {base: a, chat: b, hook_point: blocks.1.hook_resid_pre, like: tyo}\n",
+     "Did you mean"),
+])
+def test_bad_registry_files_are_clear_errors(tmp_path, monkeypatch, name: str, content: str | None, error: str):
+    path = tmp_path / name
+    if content is not None:
+        path.write_text(content)
+    monkeypatch.setenv("CROSSCODER_REGISTRY", str(path))
+    with pytest.raises(RegistryError, match=error):
         registry._read_registry()
