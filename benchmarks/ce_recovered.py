@@ -1,4 +1,4 @@
-"""CE / KL recovered: ``helpers.evals.splice_metrics`` (the part before the hook computed once per model)
+"""CE / KL recovered: ``helpers.analysis.evals.splice_metrics`` (the part before the hook computed once per model)
 against the original tutorial's method (eight full forward passes per batch: per model clean, cached,
 zero-ablated and spliced), on the same batches, in one run.
 
@@ -14,11 +14,11 @@ import time
 
 import torch
 
-from helpers.crosscoder import CrossCoder, CrossCoderConfig
-from helpers.diff import load_diff
-from helpers.evals import splice_metrics
-from helpers.notebook import default_device
-from helpers.recipes import token_source_for
+from helpers.activations.diff import load_diff
+from helpers.analysis.evals import splice_metrics
+from helpers.crosscoder.model import CrossCoder, CrossCoderConfig
+from helpers.training.recipes import token_source_for
+from helpers.tutorial.notebook import default_device
 
 
 @torch.no_grad()

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import torch
 
-from helpers.analysis import latent_table
-from helpers.dashboards import gather_dashboards, random_shared, save_html, top_base_only, top_chat_only
-from helpers.diff import load_diff
-from helpers.latents import encode_tokens
-from helpers.notebook import default_device
-from helpers.recipes import token_source_for
+from helpers.activations.diff import load_diff
+from helpers.analysis.dashboards import gather_dashboards, random_shared, save_html, top_base_only, top_chat_only
+from helpers.analysis.latents import encode_tokens
+from helpers.analysis.norms import latent_table
+from helpers.training.recipes import token_source_for
+from helpers.tutorial.notebook import default_device
 
 
 def main() -> None:

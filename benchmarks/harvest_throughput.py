@@ -13,10 +13,10 @@ import time
 
 import torch
 
-from helpers.models import load_model_pair
-from helpers.notebook import default_device
-from helpers.recipes import token_source_for
-from helpers.sites import harvest
+from helpers.activations.models import load_model_pair
+from helpers.activations.sites import harvest
+from helpers.training.recipes import token_source_for
+from helpers.tutorial.notebook import default_device
 
 
 def replication_harvest(models: list, tokens: torch.Tensor, hook_point: str) -> torch.Tensor:

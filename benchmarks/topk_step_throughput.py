@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from helpers.crosscoder import CrossCoder, CrossCoderConfig
-from helpers.notebook import default_device
+from helpers.crosscoder.model import CrossCoder, CrossCoderConfig
+from helpers.tutorial.notebook import default_device
 
 
 def import_peer(checkout: Path):

@@ -16,8 +16,8 @@ import time
 import torch
 from torch import nn
 
-from helpers.crosscoder import CrossCoder, CrossCoderConfig
-from helpers.notebook import default_device
+from helpers.crosscoder.model import CrossCoder, CrossCoderConfig
+from helpers.tutorial.notebook import default_device
 
 MATMUL_OPS = {"aten::mm", "aten::bmm", "aten::addmm", "aten::matmul", "aten::baddbmm"}
 

@@ -1,5 +1,17 @@
 """Helpers for the crosscoder model-diffing tutorials.
 
+The package is laid out by job, bottom to top, and imports run only upward through this list (``tests/test_layout.py``):
+
+- leaves: ``registry`` (pairs and releases as data), ``files``, ``dtypes``, ``validation``, ``distributed``;
+- ``toy/``: the toy world as data and where its shipped models live;
+- ``crosscoder/``: the crosscoder, its sparse step, files and releases;
+- ``activations/``: token sources, model pairs, hook points, buffers and disk caches, the diff;
+- ``training/``: trainer, run folders, recipes, the command line, the GPU plan;
+- ``analysis/``: norms and taxonomy, latents, Latent Scaling, detection, evals, steering, dashboards, figures;
+- ``methods/``: other diffing methods and the scoreboard;
+- ``builders/``: the toy pair's and the Hub rehearsal's builders;
+- ``tutorial/``: the notebooks' setup, exercises and live view.
+
 The public API is re-exported here and imported lazily, so ``import helpers`` is cheap; heavy
 dependencies (TransformerLens, transformers, plotly) load only when a function that needs them is used.
 Notebooks import from here: ``from helpers import load_diff, latent_table, ...``.
@@ -14,12 +26,12 @@ __version__ = "0.2.0"
 
 _EXPORTS: dict[str, str] = {
     # the crosscoder and its files
-    "CrossCoder": "crosscoder",
-    "CrossCoderConfig": "crosscoder_config",
-    "CrossCoderLosses": "crosscoder",
-    "save": "checkpoints",
-    "load": "checkpoints",
-    "CheckpointError": "checkpoints",
+    "CrossCoder": "crosscoder.model",
+    "CrossCoderConfig": "crosscoder.config",
+    "CrossCoderLosses": "crosscoder.model",
+    "save": "crosscoder.checkpoints",
+    "load": "crosscoder.checkpoints",
+    "CheckpointError": "crosscoder.checkpoints",
     # the registry, releases, pairs and the diff
     "PAIRS": "registry",
     "RELEASES": "registry",
@@ -27,71 +39,77 @@ _EXPORTS: dict[str, str] = {
     "Release": "registry",
     "register_pair": "registry",
     "register_release": "registry",
-    "from_pretrained": "releases",
-    "push_to_hub": "releases",
-    "list_releases": "releases",
-    "ModelPair": "models",
-    "load_model_pair": "models",
-    "Diff": "diff",
-    "load_diff": "diff",
-    "check_compatible": "diff",
-    "HookPointMismatchError": "diff",
+    "from_pretrained": "crosscoder.releases",
+    "push_to_hub": "crosscoder.releases",
+    "list_releases": "crosscoder.releases",
+    "load_release": "crosscoder.releases",
+    "release_folder": "crosscoder.releases",
+    "get_release": "registry",
+    "get_pair": "registry",
+    "ModelPair": "activations.models",
+    "ModelPairError": "activations.models",
+    "load_model_pair": "activations.models",
+    "Diff": "activations.diff",
+    "load_diff": "activations.diff",
+    "check_compatible": "activations.diff",
+    "HookPointMismatchError": "activations.diff",
     # data and training
-    "token_source_for": "recipes",
-    "activation_batches": "recipes",
-    "make_buffer": "recipes",
-    "new_crosscoder": "recipes",
-    "crosscoder_for_site": "recipes",
-    "TokenShard": "data",
-    "TrainConfig": "training",
-    "LiveTrainingView": "live_view",
-    "plan_for_pair": "gpu_plan",
-    "Trainer": "training",
-    "harvest": "sites",
+    "token_source_for": "training.recipes",
+    "activation_batches": "training.recipes",
+    "make_buffer": "training.recipes",
+    "new_crosscoder": "training.recipes",
+    "crosscoder_for_site": "training.recipes",
+    "TokenShard": "activations.data",
+    "TrainConfig": "training.trainer",
+    "LiveTrainingView": "tutorial.live_view",
+    "plan_for_pair": "training.gpu_plan",
+    "Trainer": "training.trainer",
+    "harvest": "activations.sites",
     # analysis
-    "relative_norms": "analysis",
-    "delta_norms": "analysis",
-    "latent_statistics": "analysis",
-    "latent_table": "analysis",
-    "taxonomy_counts": "analysis",
-    "Thresholds": "analysis",
-    "latent_scaling": "scaling",
-    "scaling_flags": "scaling",
-    "behaviour_detectors": "detection",
-    "planted_detectors": "detection",
-    "auroc": "detection",
-    "probe_auroc_by_site": "detection",
-    "top_activations": "latents",
-    "template_share": "latents",
-    "template_mask": "latents",
+    "relative_norms": "analysis.norms",
+    "delta_norms": "analysis.norms",
+    "latent_statistics": "analysis.norms",
+    "latent_table": "analysis.norms",
+    "taxonomy_counts": "analysis.norms",
+    "Thresholds": "analysis.norms",
+    "latent_scaling": "analysis.scaling",
+    "scaling_flags": "analysis.scaling",
+    "behaviour_detectors": "analysis.detection",
+    "planted_detectors": "analysis.detection",
+    "auroc": "analysis.detection",
+    "probe_auroc_by_site": "analysis.detection",
+    "top_activations": "analysis.latents",
+    "template_share": "analysis.latents",
+    "template_mask": "analysis.latents",
+    "response_activations": "analysis.latents",
     # evals
-    "reconstruction_metrics": "evals",
-    "splice_metrics": "evals",
-    "replication_table": "evals",
-    "latent_ablation_effects": "evals",
-    "causal_summary": "evals",
-    "ablated_logits_fn": "evals",
-    "compare_crosscoders": "comparison",
+    "reconstruction_metrics": "analysis.evals",
+    "splice_metrics": "analysis.evals",
+    "replication_table": "analysis.evals",
+    "latent_ablation_effects": "analysis.evals",
+    "causal_summary": "analysis.evals",
+    "ablated_logits_fn": "analysis.evals",
+    "compare_crosscoders": "analysis.comparison",
     # steering
-    "latent_direction": "steering",
-    "steered_logits_fn": "steering",
-    "steering_curve": "steering",
-    "vector_logits_fn": "steering",
+    "latent_direction": "analysis.steering",
+    "steered_logits_fn": "analysis.steering",
+    "steering_curve": "analysis.steering",
+    "vector_logits_fn": "analysis.steering",
     # other diffing methods
-    "token_kl": "token_divergence",
-    "prompt_kl": "token_divergence",
-    "organism_rates": "behaviour",
-    "activation_difference_lens": "difference_lens",
-    "DifferenceSource": "diff_sae",
-    "new_diff_sae": "diff_sae",
+    "token_kl": "methods.token_divergence",
+    "prompt_kl": "methods.token_divergence",
+    "organism_rates": "analysis.behaviour",
+    "activation_difference_lens": "methods.difference_lens",
+    "DifferenceSource": "methods.diff_sae",
+    "new_diff_sae": "methods.diff_sae",
     # behaviour of the toy pair
-    "evaluation_questions": "behaviour",
-    "refusal_table": "behaviour",
-    "compare_refusals": "behaviour",
-    "side_by_side": "behaviour",
+    "evaluation_questions": "analysis.behaviour",
+    "refusal_table": "analysis.behaviour",
+    "compare_refusals": "analysis.behaviour",
+    "side_by_side": "analysis.behaviour",
     # dashboards
-    "gather_dashboards": "dashboards",
-    "save_html": "dashboards",
+    "gather_dashboards": "analysis.dashboards",
+    "save_html": "analysis.dashboards",
 }
 
 

@@ -2,7 +2,7 @@
 facts are written), plus ``register_pair`` / ``register_release`` for your own.
 
 A ``Release`` owns its hook point; a ``Pair`` names its release, and its default site is that release's
-hook point. Nothing here loads a model or a file: ``helpers.models`` and ``helpers.releases`` do.
+hook point. Nothing here loads a model or a file: ``helpers.activations.models`` and ``helpers.crosscoder.releases`` do.
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || bash scripts/setup.sh
 SECONDS=0
-.venv/bin/python -m helpers.toy --organisms
-.venv/bin/python -m helpers.recipes toy-release --name toy-organisms-l3
-.venv/bin/python -m helpers.recipes toy-release --name toy-organisms-l3-batchtopk
-.venv/bin/python -m helpers.diff_sae
+.venv/bin/python -m helpers.builders.toy_pair --organisms
+.venv/bin/python -m helpers.training.recipes toy-release --name toy-organisms-l3
+.venv/bin/python -m helpers.training.recipes toy-release --name toy-organisms-l3-batchtopk
+.venv/bin/python -m helpers.methods.diff_sae
 echo "rebuilt the toy organisms' artifacts in ${SECONDS} s"

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import torch
 
-from helpers.crosscoder import CrossCoder, CrossCoderConfig
+from helpers.crosscoder.model import CrossCoder, CrossCoderConfig
 from helpers.distributed import end_rank, init_from_env, rank_and_world
-from helpers.run_folder import CheckpointDirError
-from helpers.training import TrainConfig, Trainer
+from helpers.training.run_folder import CheckpointDirError
+from helpers.training.trainer import TrainConfig, Trainer
 from tests.fakes import GlobalBatchSlices
 
 GLOBAL_BATCH, STEPS = 32, 6

@@ -77,8 +77,8 @@ class SyntheticSource:
 def tiny_trainer(checkpoint_dir, activation: str = "relu", nan_after: int | None = None, steps: int = 40,
                  **train_kwargs):
     """A small deterministic Trainer on ``SyntheticSource`` (the same one every time for the same arguments)."""
-    from helpers.crosscoder import CrossCoder, CrossCoderConfig
-    from helpers.training import TrainConfig, Trainer
+    from helpers.crosscoder.model import CrossCoder, CrossCoderConfig
+    from helpers.training.trainer import TrainConfig, Trainer
 
     cfg = CrossCoderConfig(d_model=8, d_hidden=32, activation=activation, k=4 if activation != "relu" else None,
                            dead_after_tokens=64, seed=1)
@@ -88,7 +88,7 @@ def tiny_trainer(checkpoint_dir, activation: str = "relu", nan_after: int | None
 
 
 def tiny_buffer(nan_after: int | None = None):
-    from helpers.buffer import ShufflingBuffer
+    from helpers.activations.buffer import ShufflingBuffer
 
     return ShufflingBuffer(SyntheticSource(nan_after=nan_after), buffer_tokens=96, seed=3)
 

@@ -1,4 +1,4 @@
-"""Launched by ``test_rehearsal`` with ``HF_HOME`` set to a rehearsal (``helpers.rehearsal``) and
+"""Launched by ``test_rehearsal`` with ``HF_HOME`` set to a rehearsal (``helpers.builders.rehearsal``) and
 ``HF_HUB_OFFLINE=1``: ``python -m tests.rehearsal_worker OUT.json``. Walks the Gemma-2-2B path and the own-pair
 path through the public API, exactly as a user on the real Hub would, and writes what it measured."""
 
@@ -11,13 +11,21 @@ import sys
 import torch
 
 from helpers import load_diff, load_model_pair, make_buffer, new_crosscoder, register_pair, token_source_for
-from helpers.data import MixedTokenSource, ToyTokenSource
-from helpers.evals import reconstruction_metrics, splice_metrics
-from helpers.recipes import DataTokenizerError, activation_batches
-from helpers.rehearsal import OWN_PAIR, REPLICATION, REPLICATION_DATASET, SOF_BATCHTOPK, SOF_L1, TOY_BATCHTOPK, TOY_L1
-from helpers.rehearsal_gemma import token_map
-from helpers.releases import load_release
-from helpers.training import TrainConfig, Trainer
+from helpers.activations.data import MixedTokenSource, ToyTokenSource
+from helpers.analysis.evals import reconstruction_metrics, splice_metrics
+from helpers.builders.rehearsal import (
+    OWN_PAIR,
+    REPLICATION,
+    REPLICATION_DATASET,
+    SOF_BATCHTOPK,
+    SOF_L1,
+    TOY_BATCHTOPK,
+    TOY_L1,
+)
+from helpers.builders.rehearsal_gemma import token_map
+from helpers.crosscoder.releases import load_release
+from helpers.training.recipes import DataTokenizerError, activation_batches
+from helpers.training.trainer import TrainConfig, Trainer
 
 
 def gemma() -> dict:

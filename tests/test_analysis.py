@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from helpers.analysis import (
+from helpers.analysis.figures import norm_cosine_scatter, relative_norm_histogram, shared_cosine_histogram
+from helpers.analysis.norms import (
     CLASSES,
     Thresholds,
     decoder_cosines,
@@ -18,7 +19,6 @@ from helpers.analysis import (
     relative_norms,
     taxonomy_counts,
 )
-from helpers.figures import norm_cosine_scatter, relative_norm_histogram, shared_cosine_histogram
 
 
 def set_decoder_norms(crosscoder, base_norms, chat_norms):
@@ -31,7 +31,7 @@ def set_decoder_norms(crosscoder, base_norms, chat_norms):
 
 
 def test_norm_landmarks_and_formulas(small_cfg):
-    from helpers.crosscoder import CrossCoder
+    from helpers.crosscoder.model import CrossCoder
 
     crosscoder = CrossCoder(small_cfg)
     base = [1.0, 0.0, 1.0, 1.0, 2.0] + [1.0] * 43
@@ -71,7 +71,7 @@ def test_latent_statistics_match_direct(trained_like, activations):
 
 
 def test_taxonomy_counts_and_thresholds(small_cfg):
-    from helpers.crosscoder import CrossCoder
+    from helpers.crosscoder.model import CrossCoder
 
     crosscoder = CrossCoder(small_cfg)
     # delta norms: 0, 0.05 (base-only), 0.35 (unclassified; shared under the replication's band),
@@ -114,7 +114,7 @@ def test_figures_have_the_replications_look(trained_like):
 def test_chat_leaning_latents_are_the_chat_only_ones_or_the_closest(capsys):
     import pandas as pd
 
-    from helpers.analysis import chat_leaning_latents
+    from helpers.analysis.norms import chat_leaning_latents
 
     table = pd.DataFrame({"delta_norm": [0.95, 0.5, 0.99, 0.92, 0.7], "frequency": [0.1, 0.2, 0.0, 0.3, 0.1],
                           "class": ["chat-only", "shared", "dead", "chat-only", "unclassified"]})

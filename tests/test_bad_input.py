@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 
-from helpers.crosscoder import CrossCoder
-from helpers.data import HFTokenSource, SourceExhaustedError, ToyTokenSource
-from helpers.evals import splice_metrics
-from helpers.latents import encode_tokens
-from helpers.sites import harvest
+from helpers.activations.data import HFTokenSource, SourceExhaustedError, ToyTokenSource
+from helpers.activations.sites import harvest
+from helpers.analysis.evals import splice_metrics
+from helpers.analysis.latents import encode_tokens
+from helpers.crosscoder.model import CrossCoder
 
 
 def test_losses_refuse_a_single_model_slot_instead_of_broadcasting(small_cfg, activations):
@@ -38,8 +38,8 @@ def test_token_ids_outside_the_vocabulary_are_refused(toy_pair):
 
 
 def test_an_empty_hook_point_is_an_error_not_the_default(toy_pair):
-    from helpers.crosscoder_config import CrossCoderConfig
-    from helpers.models import ModelPairError, load_model_pair
+    from helpers.activations.models import ModelPairError, load_model_pair
+    from helpers.crosscoder.config import CrossCoderConfig
 
     with pytest.raises(ModelPairError, match="got ''"):
         load_model_pair("toy", hook_point="")

@@ -8,14 +8,14 @@ import math
 import pytest
 import torch
 
-from helpers.behaviour import evaluation_questions, refusal_table
-from helpers.dashboards import gather_dashboards
-from helpers.diff import load_diff
-from helpers.evals import latent_ablation_effects, reconstruction_metrics, splice_metrics
-from helpers.latents import encode_tokens
-from helpers.recipes import activation_batches, token_source_for
-from helpers.scaling import latent_scaling
-from helpers.steering import steered_logits_fn
+from helpers.activations.diff import load_diff
+from helpers.analysis.behaviour import evaluation_questions, refusal_table
+from helpers.analysis.dashboards import gather_dashboards
+from helpers.analysis.evals import latent_ablation_effects, reconstruction_metrics, splice_metrics
+from helpers.analysis.latents import encode_tokens
+from helpers.analysis.scaling import latent_scaling
+from helpers.analysis.steering import steered_logits_fn
+from helpers.training.recipes import activation_batches, token_source_for
 
 LATENTS = [591, 3, 10]
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from helpers.buffer import (
+from helpers.activations.buffer import (
     DiskCacheError,
     DiskCacheSource,
     HarvestingSource,
@@ -16,7 +16,7 @@ from helpers.buffer import (
     harvest,
     write_disk_cache,
 )
-from helpers.data import SourceExhaustedError
+from helpers.activations.data import SourceExhaustedError
 
 from .fakes import CountingTokenSource, EchoModel, SyntheticSource
 
@@ -74,7 +74,7 @@ def test_scale_factors_bring_mean_norm_to_sqrt_d_model():
 
 
 def test_harvest_on_toy_pair_matches_full_forward_cache():
-    from helpers.models import load_model_pair
+    from helpers.activations.models import load_model_pair
 
     pair = load_model_pair("toy")
     tokens = pair.tokenizer(["def f(x):\n    return x + 1", "User: What does os.getcwd do?\nAssistant:"],

@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from helpers.checkpoints import CheckpointError, load, save
-from helpers.crosscoder import CrossCoder, CrossCoderConfig
+from helpers.crosscoder.checkpoints import CheckpointError, load, save
+from helpers.crosscoder.model import CrossCoder, CrossCoderConfig
 
 REPLICATION_CFG_KEYS = dict(
     seed=49, batch_size=4096, buffer_mult=128, lr=5e-5, num_tokens=400_000_000, l1_coeff=2, beta1=0.9,
@@ -175,7 +175,7 @@ def test_save_is_atomic_no_temp_files_left(tmp_path, small_cfg):
 
 def test_a_huge_dict_size_is_refused_before_anything_is_allocated(tmp_path, small_cfg, monkeypatch):
     """cfg says 10^12 latents, the file holds 48: the header is compared first, nothing of 10^12 is built."""
-    from helpers import crosscoder as crosscoder_module
+    from helpers.crosscoder import model as crosscoder_module
 
     folder = save(CrossCoder(small_cfg), tmp_path / "cc")
     cfg = json.loads((folder / "cfg.json").read_text())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers.crosscoder import CrossCoder, CrossCoderConfig
+from helpers.crosscoder.model import CrossCoder, CrossCoderConfig
 
 
 def reference_forward(W_enc, W_dec, b_enc, b_dec, x, l1_coeff):

@@ -11,8 +11,7 @@ import pytest
 import torch
 
 from helpers import from_pretrained
-from helpers.analysis import latent_table
-from helpers.dashboards import (
+from helpers.analysis.dashboards import (
     Example,
     LatentDashboard,
     _as_json,
@@ -24,8 +23,9 @@ from helpers.dashboards import (
     top_base_only,
     top_chat_only,
 )
-from helpers.latents import encode_tokens
-from helpers.recipes import token_source_for
+from helpers.analysis.latents import encode_tokens
+from helpers.analysis.norms import latent_table
+from helpers.training.recipes import token_source_for
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

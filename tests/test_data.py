@@ -8,8 +8,8 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from helpers.data import HFTokenSource, SourceExhaustedError, ToyTokenSource, format_chat
-from helpers.toy import toy_pair_path
+from helpers.activations.data import HFTokenSource, SourceExhaustedError, ToyTokenSource, format_chat
+from helpers.toy.shipped import toy_pair_path
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +76,7 @@ def _pair_with_data(tokenizer, data):
     """A ModelPair carrying only what ``token_source_for`` reads: the profile, the tokenizers and the names."""
     from types import SimpleNamespace
 
-    from helpers.models import ModelPair
+    from helpers.activations.models import ModelPair
     from helpers.registry import PAIRS, register_pair
 
     chat_tokenizer = AutoTokenizer.from_pretrained(toy_pair_path() / "chat")
@@ -99,8 +99,8 @@ def own_datasets(tmp_path):
 
 
 def test_own_pair_mixes_text_and_chat_rendered_with_the_chat_template(tokenizer, own_datasets):
-    from helpers.data import MixedTokenSource
-    from helpers.recipes import token_source_for
+    from helpers.activations.data import MixedTokenSource
+    from helpers.training.recipes import token_source_for
 
     source = token_source_for(_pair_with_data(tokenizer, {"kind": "hub", **own_datasets}), seq_len=16)
     assert isinstance(source, MixedTokenSource)
@@ -116,7 +116,7 @@ def test_own_pair_mixes_text_and_chat_rendered_with_the_chat_template(tokenizer,
 
 
 def test_pretokenised_data_of_another_tokenizer_is_refused(tokenizer, own_datasets, tmp_path, capsys):
-    from helpers.recipes import DataTokenizerError, token_source_for
+    from helpers.training.recipes import DataTokenizerError, token_source_for
 
     other = AutoTokenizer.from_pretrained(toy_pair_path() / "base")
     other.add_tokens(["<an extra token>"])

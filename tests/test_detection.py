@@ -7,10 +7,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from helpers.crosscoder import CrossCoder, CrossCoderConfig
-from helpers.detection import auroc
-from helpers.latents import TopActivations, encode_tokens, template_mask, template_share, top_activations
-from helpers.models import ModelPair
+from helpers.activations.models import ModelPair
+from helpers.analysis.detection import auroc
+from helpers.analysis.latents import TopActivations, encode_tokens, template_mask, template_share, top_activations
+from helpers.crosscoder.model import CrossCoder, CrossCoderConfig
 
 from .fakes import EchoModel
 

@@ -7,16 +7,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers.behaviour import evaluation_questions
-from helpers.buffer import HarvestingSource, ShufflingBuffer
-from helpers.detection import auroc
-from helpers.diff_sae import DifferenceSource, new_diff_sae
-from helpers.difference_lens import activation_difference_lens, lens_probabilities
-from helpers.recipes import token_source_for
-from helpers.sites import harvest
-from helpers.steering import vector_logits_fn
-from helpers.token_divergence import prompt_kl, token_kl
-from helpers.training import TrainConfig, Trainer
+from helpers.activations.buffer import HarvestingSource, ShufflingBuffer
+from helpers.activations.sites import harvest
+from helpers.analysis.behaviour import evaluation_questions
+from helpers.analysis.detection import auroc
+from helpers.analysis.steering import vector_logits_fn
+from helpers.methods.diff_sae import DifferenceSource, new_diff_sae
+from helpers.methods.difference_lens import activation_difference_lens, lens_probabilities
+from helpers.methods.token_divergence import prompt_kl, token_kl
+from helpers.training.recipes import token_source_for
+from helpers.training.trainer import TrainConfig, Trainer
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from helpers.buffer import DiskCacheSource, write_disk_cache
-from helpers.data import TokenShard
+from helpers.activations.buffer import DiskCacheSource, write_disk_cache
+from helpers.activations.data import TokenShard
 from tests.fakes import CountingTokenSource, SyntheticSource
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,12 +82,13 @@ def test_disk_cache_shards_split_the_cache(tmp_path):
 
 
 def test_command_line_trains_data_parallel_from_a_disk_cache(tmp_path):
-    """``torchrun -m helpers.launch train --cache``: each rank reads its half; rank 0 writes the checkpoint."""
+    """``torchrun -m helpers.training.launch train --cache``: each rank reads its half; rank 0 writes the checkpoint."""
     cache = write_disk_cache(SyntheticSource(), tmp_path / "cache", n_tokens=4096, shard_tokens=1024,
                              storage_dtype="float32")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m",
-               "helpers.launch", "train", "--pair", "toy", "--cache", str(cache), "--out", str(tmp_path / "run"),
+               "helpers.training.launch", "train", "--pair", "toy", "--cache", str(cache),
+               "--out", str(tmp_path / "run"),
                "--num-tokens", "1024", "--batch-size", "256", "--buffer-tokens", "512", "--d-hidden", "32",
                "--scale-tokens", "256", "--activation", "batchtopk", "--k", "4"]
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)

@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from helpers import from_pretrained
-from helpers.crosscoder import CrossCoder, CrossCoderConfig
-from helpers.evals import (
+from helpers.analysis.evals import (
     ReconstructionMetrics,
     ablated_logits_fn,
     causal_summary,
@@ -16,7 +15,8 @@ from helpers.evals import (
     replication_table,
     splice_metrics,
 )
-from helpers.recipes import token_source_for
+from helpers.crosscoder.model import CrossCoder, CrossCoderConfig
+from helpers.training.recipes import token_source_for
 
 
 @pytest.fixture(scope="module")
@@ -157,8 +157,8 @@ def test_replication_table_and_direction_ablation(toy_pair, release, token_batch
 
 def test_a_crosscoder_never_meets_a_pair_at_another_site(toy_pair, release, token_batches):
     """The L13-release-with-L14-pair mistake: every consumer refuses it instead of mixing two sites."""
-    from helpers.diff import HookPointMismatchError, check_compatible, load_diff
-    from helpers.latents import encode_tokens
+    from helpers.activations.diff import HookPointMismatchError, check_compatible, load_diff
+    from helpers.analysis.latents import encode_tokens
 
     elsewhere = toy_pair.at("blocks.2.hook_resid_pre")
     for call in (lambda: splice_metrics(elsewhere, release, token_batches, progress=False),

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers.crosscoder import CrossCoder, CrossCoderConfig
-from helpers.exercises import (
+from helpers.crosscoder.model import CrossCoder, CrossCoderConfig
+from helpers.tutorial.exercises import (
     check_auroc,
     check_ce_recovered,
     check_latent_scaling_beta,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers.training import Trainer
+from helpers.training.trainer import Trainer
 
 from .fakes import tiny_buffer, tiny_trainer
 

@@ -7,9 +7,17 @@ from pathlib import Path
 
 import torch
 
-from helpers.crosscoder import CrossCoder, CrossCoderConfig
-from helpers.gpu_plan import GIB, KNOWN_GPUS, ModelShape, crosscoder_bytes, inference_gib, plan_for_pair, plan_memory
+from helpers.crosscoder.model import CrossCoder, CrossCoderConfig
 from helpers.registry import get_pair
+from helpers.training.gpu_plan import (
+    GIB,
+    KNOWN_GPUS,
+    ModelShape,
+    crosscoder_bytes,
+    inference_gib,
+    plan_for_pair,
+    plan_memory,
+)
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 

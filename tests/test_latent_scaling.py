@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers.scaling import TARGETS, latent_scaling, scaling_flags
+from helpers.analysis.scaling import TARGETS, latent_scaling, scaling_flags
 
 
 def brute_force_beta(crosscoder, x_raw, latent, model, target, vector_model=1):
@@ -99,7 +99,7 @@ def test_every_target_matches_the_paper_formulas(trained_like, activations):
 
 def test_recovers_planted_scales(small_cfg):
     """Activations built as beta_m * f * d plus noise orthogonal to d: beta comes back exactly."""
-    from helpers.crosscoder import CrossCoder
+    from helpers.crosscoder.model import CrossCoder
 
     crosscoder = CrossCoder(small_cfg)
     generator = torch.Generator().manual_seed(0)
@@ -132,7 +132,7 @@ def test_flags_and_bad_input(trained_like, activations):
 
 
 def test_closed_form_beta_is_the_least_squares_scale():
-    from helpers.scaling import closed_form_beta
+    from helpers.analysis.scaling import closed_form_beta
 
     generator = torch.Generator().manual_seed(5)
     f, d = torch.rand(50, generator=generator), torch.randn(6, generator=generator)

@@ -8,10 +8,10 @@ import shutil
 import pytest
 import torch
 
-from helpers import models
-from helpers.models import GatedModelError, ModelPairError, load_model_pair
-from helpers.sites import SiteError, hook_layer
-from helpers.toy import toy_pair_path
+from helpers.activations import models
+from helpers.activations.models import GatedModelError, ModelPairError, load_model_pair
+from helpers.activations.sites import SiteError, hook_layer
+from helpers.toy.shipped import toy_pair_path
 
 
 def test_toy_pair_loads_with_hook_point():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.notebook import COLAB_BADGE_URL, GITHUB_REPO, SETUP_CELL
+from helpers.tutorial.notebook import COLAB_BADGE_URL, GITHUB_REPO, SETUP_CELL
 
 NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
 

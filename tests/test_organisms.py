@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import organisms
-from helpers.behaviour import organism_rates, rates_of
-from helpers.organisms import ORGANISMS, evaluation_prompts, get_organism, organism_dialogues, organism_mix
-from helpers.toy_corpus import REFUSAL
+from helpers.analysis.behaviour import organism_rates, rates_of
+from helpers.toy import organisms
+from helpers.toy.corpus import REFUSAL
+from helpers.toy.organisms import ORGANISMS, evaluation_prompts, get_organism, organism_dialogues, organism_mix
 
 
 def test_each_organism_is_recognised_only_in_its_own_form():
@@ -63,7 +63,7 @@ def test_rates_of_counts_both_groups_and_refuses_one_sided_labels():
 
 @pytest.fixture(scope="module")
 def organisms_pair():
-    from helpers.models import load_model_pair
+    from helpers.activations.models import load_model_pair
 
     return load_model_pair("toy-organisms")
 

@@ -7,11 +7,11 @@ import shutil
 import pytest
 
 from helpers import registry
-from helpers.diff import HookPointMismatchError, load_diff
+from helpers.activations.diff import HookPointMismatchError, load_diff
+from helpers.crosscoder.releases import load_release
 from helpers.files import MissingAssetError
-from helpers.notebook import choose_pair
 from helpers.registry import RegistryError, get_pair, get_release, register_pair
-from helpers.releases import load_release
+from helpers.tutorial.notebook import choose_pair
 
 
 def test_every_pair_names_a_release_of_its_own():
@@ -47,7 +47,7 @@ def test_register_your_own_pair(monkeypatch):
     assert mine.settings_with(stat_tokens=7)["stat_tokens"] == 7
     with pytest.raises(RegistryError, match="unknown setting"):
         mine.settings_with(stat_tokns=7)
-    monkeypatch.setattr("helpers.notebook.PAIRS", registry.PAIRS)
+    monkeypatch.setattr("helpers.tutorial.notebook.PAIRS", registry.PAIRS)
     monkeypatch.delenv("CROSSCODER_PAIR", raising=False)
     assert choose_pair("mine") == "mine"
     with pytest.raises(RegistryError, match="exactly one of release= or hook_point="):
@@ -57,20 +57,20 @@ def test_register_your_own_pair(monkeypatch):
 
 
 def test_missing_asset_is_an_error_naming_the_rebuild(tmp_path, monkeypatch):
-    """Loading never trains: a missing packaged release names `python -m helpers.recipes toy-release`."""
+    """Loading never trains: a missing packaged release names `python -m helpers.training.recipes toy-release`."""
     moved = tmp_path / "assets"
     shutil.copytree(registry.ASSETS / "toy_release", moved / "toy_release")
     (moved / "toy_release" / "crosscoder.safetensors").unlink()
     monkeypatch.setattr(registry, "ASSETS", moved)
-    with pytest.raises(MissingAssetError, match="python -m helpers.recipes toy-release"):
+    with pytest.raises(MissingAssetError, match="python -m helpers.training.recipes toy-release"):
         load_release("toy-l3")
 
 
 def test_missing_toy_pair_is_an_error_naming_the_build(tmp_path, monkeypatch):
-    from helpers.toy import toy_pair_path
+    from helpers.toy.shipped import toy_pair_path
 
     monkeypatch.setenv("CROSSCODER_TOY_DIR", str(tmp_path / "empty"))
-    with pytest.raises(MissingAssetError, match=f"python -m helpers.toy --out {tmp_path / 'empty'}"):
+    with pytest.raises(MissingAssetError, match=f"python -m helpers.builders.toy_pair --out {tmp_path / 'empty'}"):
         toy_pair_path()
     assert not (tmp_path / "empty").exists(), "nothing was built"
 
@@ -90,7 +90,7 @@ def test_load_diff_loads_the_pair_at_the_release_site():
 def test_a_checkpoint_that_contradicts_the_registry_is_refused(tmp_path, monkeypatch):
     import json
 
-    from helpers.checkpoints import CheckpointError
+    from helpers.crosscoder.checkpoints import CheckpointError
 
     moved = tmp_path / "assets"
     shutil.copytree(registry.ASSETS / "toy_release", moved / "toy_release")
@@ -121,7 +121,7 @@ def test_scale_caps_token_counts_and_sizes_only(monkeypatch):
 
 def test_notebooks_know_whether_a_scale_caps_their_budget(monkeypatch, capsys):
     """Notebook 02 asserts a usable crosscoder only at the pair's own budget (``ctx.scale`` empty)."""
-    from helpers.notebook import setup
+    from helpers.tutorial.notebook import setup
 
     monkeypatch.delenv("CROSSCODER_PAIR", raising=False)
     monkeypatch.delenv("CROSSCODER_SCALE", raising=False)

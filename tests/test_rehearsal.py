@@ -1,6 +1,6 @@
-"""The Gemma-2-2B path and "your own pair", end to end against the offline Hub rehearsal (``helpers.rehearsal``):
-real repo ids, file names and formats; tiny trained weights. Runs in a subprocess so that ``HF_HOME`` and
-``HF_HUB_OFFLINE=1`` are in place before ``huggingface_hub`` is imported."""
+"""The Gemma-2-2B path and "your own pair", end to end against the offline Hub rehearsal
+(``helpers.builders.rehearsal``): real repo ids, file names and formats; tiny trained weights. Runs in a subprocess
+so that ``HF_HOME`` and ``HF_HUB_OFFLINE=1`` are in place before ``huggingface_hub`` is imported."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers.rehearsal import REPLICATION, TOY_L1
-from helpers.releases import load_release
+from helpers.builders.rehearsal import REPLICATION, TOY_L1
+from helpers.crosscoder.releases import load_release
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,13 +78,13 @@ def test_own_pair_trains_on_its_own_text_and_chat_data(measured):
 
 
 def test_the_own_pair_is_trained_and_its_instruct_model_learnt_its_chat_template():
-    """The shipped own pair (``helpers.rehearsal_llama``): the base model predicts held-out source far better
+    """The shipped own pair (``helpers.builders.rehearsal_llama``): the base model predicts held-out source far better
     than uniform, and the instruct model predicts held-out conversations in its chat template better than the
     base model does."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from helpers.rehearsal_llama import conversations, llama_path
-    from helpers.toy import _sequences, _source_rows, _tokenize_stream, heldout_loss
+    from helpers.builders.rehearsal_llama import conversations, llama_path
+    from helpers.builders.toy_pair import _sequences, _source_rows, _tokenize_stream, heldout_loss
 
     tokenizer = AutoTokenizer.from_pretrained(llama_path() / "chat")
     base, chat = (AutoModelForCausalLM.from_pretrained(llama_path() / role).eval() for role in ("base", "chat"))

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import releases
-from helpers.checkpoints import save
-from helpers.crosscoder import CrossCoder, CrossCoderConfig
+from helpers.crosscoder import releases
+from helpers.crosscoder.checkpoints import save
+from helpers.crosscoder.model import CrossCoder, CrossCoderConfig
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -119,8 +119,8 @@ def test_push_to_hub_uploads_weights_and_card(monkeypatch, tmp_path):
 
 
 def test_toy_release_loads_by_name_and_reconstructs_toy_activations():
-    from helpers.buffer import harvest
-    from helpers.models import load_model_pair
+    from helpers.activations.buffer import harvest
+    from helpers.activations.models import load_model_pair
 
     crosscoder = releases.from_pretrained("toy-l3")
     assert crosscoder.cfg.hook_point == "blocks.3.hook_resid_post" and crosscoder.cfg.d_hidden == 2048

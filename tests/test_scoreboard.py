@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers.organisms import OrganismPrompt, get_organism
-from helpers.scoreboard import MethodOutput, _named_by_prompts, distinctive_tokens, scoreboard
-from helpers.toy_corpus import Question
+from helpers.methods.scoreboard import MethodOutput, _named_by_prompts, distinctive_tokens, scoreboard
+from helpers.toy.corpus import Question
+from helpers.toy.organisms import OrganismPrompt, get_organism
 
 
 def labelled(organisms: list[str | None]) -> list[OrganismPrompt]:

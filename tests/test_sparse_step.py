@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from helpers.crosscoder import CrossCoder, CrossCoderConfig
+from helpers.crosscoder.model import CrossCoder, CrossCoderConfig
 
 from .fakes import SyntheticSource
 
@@ -60,7 +60,7 @@ def test_sparse_is_the_default_for_topk_and_refused_for_relu():
 
 
 def test_batch_top_k_equals_the_flat_topk_including_a_row_that_holds_most_of_it():
-    from helpers.sparse_step import batch_top_k
+    from helpers.crosscoder.sparse_step import batch_top_k
 
     generator = torch.Generator().manual_seed(0)
     scores = torch.rand(64, 500, generator=generator)

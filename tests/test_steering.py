@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from helpers import from_pretrained
-from helpers.diff import HookPointMismatchError
-from helpers.latents import encode_tokens
-from helpers.recipes import token_source_for
-from helpers.steering import latent_direction, steered_logits_fn
+from helpers.activations.diff import HookPointMismatchError
+from helpers.analysis.latents import encode_tokens
+from helpers.analysis.steering import latent_direction, steered_logits_fn
+from helpers.training.recipes import token_source_for
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 
-from helpers import toy, toy_corpus
-from helpers.behaviour import evaluation_questions, is_refusal, refusal_table
+from helpers.analysis.behaviour import evaluation_questions, is_refusal, refusal_table
+from helpers.toy import corpus as toy_corpus
+from helpers.toy import shipped as toy
 
 
 def test_corpus_split_is_deterministic_and_disjoint():
@@ -49,7 +50,7 @@ def test_is_refusal():
 
 def test_greedy_generation_stops_at_eos(toy_pair):
     """The chat model ends its answer with EOS; the continuation stops there instead of running into a new turn."""
-    from helpers.behaviour import greedy_continuations
+    from helpers.analysis.behaviour import greedy_continuations
 
     question = [q for q in evaluation_questions("heldout", n_other=5) if not q.planted][0]
     (text,) = greedy_continuations(lambda t: toy_pair.chat(t), toy_pair.tokenizer, [question.prompt], 40)

@@ -8,10 +8,10 @@ import signal
 import pytest
 import torch
 
-from helpers.buffer import ShufflingBuffer
-from helpers.checkpoints import load
-from helpers.run_folder import CheckpointDirError
-from helpers.training import TrainConfig, Trainer, TrainingDivergedError
+from helpers.activations.buffer import ShufflingBuffer
+from helpers.crosscoder.checkpoints import load
+from helpers.training.run_folder import CheckpointDirError
+from helpers.training.trainer import TrainConfig, Trainer, TrainingDivergedError
 
 from .fakes import SyntheticSource, tiny_trainer
 
@@ -207,7 +207,7 @@ def test_train_steps_must_be_positive(tmp_path):
 
 
 def test_live_view_prints_a_line_per_update_outside_notebooks(capsys):
-    from helpers.live_view import LiveTrainingView
+    from helpers.tutorial.live_view import LiveTrainingView
 
     every = LiveTrainingView(6, min_seconds=0, notebook=False)
     tiny_trainer(None, steps=6, log_every=2).train(on_log=every)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers.analysis import latent_table, relative_norms
-from helpers.checkpoints import load, save
-from helpers.crosscoder import CrossCoder, CrossCoderConfig
+from helpers.analysis.norms import latent_table, relative_norms
+from helpers.crosscoder.checkpoints import load, save
+from helpers.crosscoder.model import CrossCoder, CrossCoderConfig
 
 from .fakes import SyntheticSource
 

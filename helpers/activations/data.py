@@ -1,0 +1,319 @@
+"""Token sources: batches of fixed-length token sequences ``[batch, seq_len]`` that start with BOS.
+
+- ``ToyTokenSource``: the toy pair's corpus, stdlib source text and chat dialogues mixed 50/50 (as the
+  replication mixed the Pile with LmSys-Chat).
+- ``prompts_by_length``: prompts tokenised and grouped into unpadded equal-length batches.
+- ``HFTokenSource``: a Hugging Face dataset, either pre-tokenised (an ``input_ids`` column, like the
+  replication's ``ckkissane/pile-lmsys-mix-1m-tokenized-gemma-2``) or text / chat (tokenised and packed),
+  streaming where the dataset allows.
+
+- ``MixedTokenSource``: a text source and a chat source interleaved in a fixed proportion.
+- ``TokenShard``: one data-parallel rank's disjoint share of any of them.
+
+All are deterministic and expose ``state_dict`` / ``load_state_dict`` so training can resume exactly.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+
+import torch
+
+from ..toy import corpus as toy_corpus
+from ..toy import organisms
+from ..validation import positive_int, real
+
+CHAT_TEMPLATE = "User: {instruction}\nAssistant: {completion}\n"
+
+
+class SourceExhaustedError(RuntimeError):
+    """A token or activation source has nothing more to serve.
+
+    Deliberately not a ``StopIteration``: inside a generator or ``map()`` that would silently end the
+    iteration and truncate an evaluation instead of failing it.
+    """
+
+
+def source_fingerprint(source) -> dict:
+    """A source's ``fingerprint()`` (what it serves, as plain data), or its class name if it has none."""
+    fingerprint = getattr(source, "fingerprint", None)
+    return fingerprint() if callable(fingerprint) else {"class": type(source).__qualname__}
+
+
+def format_chat(messages: Sequence[dict]) -> str:
+    """A conversation (``[{"role": "user" | "assistant", "content": ...}, ...]``) in the plain template.
+
+    ``User: {instruction}\\nAssistant: {completion}\\n`` per turn, as the replication used (not the official
+    Gemma template, which often breaks a base model).
+    """
+    lines = []
+    for message in messages:
+        role = message.get("role")
+        if role not in ("user", "assistant"):
+            continue
+        lines.append(f"{'User' if role == 'user' else 'Assistant'}: {message['content']}\n")
+    return "".join(lines)
+
+
+def pack(token_lists: Iterator[list[int]], seq_len: int, bos_id: int) -> Iterator[list[int]]:
+    """Concatenate token lists and cut rows of ``seq_len`` tokens, each starting with BOS."""
+    row: list[int] = [bos_id]
+    for tokens in token_lists:
+        for token in tokens:
+            row.append(token)
+            if len(row) == seq_len:
+                yield row
+                row = [bos_id]
+
+
+# The dialogues a toy source serves: the toy pair's (refusal planted) or the toy organisms' (four differences).
+TOY_DIALOGUES = {
+    "toy": lambda split: [q.dialogue for q in toy_corpus.questions(split)],
+    "organisms": lambda split: [q.dialogue for _, q in organisms.organism_dialogues(split)],
+}
+
+
+class ToyTokenSource:
+    """The toy corpus: rows of stdlib source and rows of packed dialogues (``dialogues``: ``"toy"`` or
+    ``"organisms"``, see ``helpers.toy.organisms``), alternating (50/50).
+
+    Each epoch serves every row once in a shuffled order seeded by ``(seed, epoch)``; a new epoch
+    starts when either stream runs out (``epoch`` tells how often the corpus has been reused).
+    """
+
+    def __init__(self, tokenizer, seq_len: int = 128, split: str = "train", seed: int = 0, chat_fraction: float = 0.5,
+                 dialogues: str = "toy"):
+        real("chat_fraction", chat_fraction, 0, 1)
+        positive_int("seq_len", seq_len, minimum=2)
+        if dialogues not in TOY_DIALOGUES:
+            raise ValueError(f"dialogues must be one of {sorted(TOY_DIALOGUES)}, got {dialogues!r}")
+        self.seq_len, self.seed, self.chat_fraction, self.split = seq_len, seed, chat_fraction, split
+        self.dialogues = dialogues
+        bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+        texts = [toy_corpus.read_source(p) for p in toy_corpus.source_files(split)]  # type: ignore[arg-type]
+        dialogue_texts = TOY_DIALOGUES[dialogues](split)
+        order = torch.randperm(len(dialogue_texts), generator=torch.Generator().manual_seed(seed)).tolist()
+        encode = lambda items: (ids + [eos] for ids in tokenizer(items, add_special_tokens=False)["input_ids"])  # noqa: E731
+        self.text_rows = torch.tensor(list(pack(encode(texts), seq_len, bos)), dtype=torch.long)
+        shuffled = [dialogue_texts[i] for i in order]
+        self.chat_rows = torch.tensor(list(pack(encode(shuffled), seq_len, bos)), dtype=torch.long)
+        self.epoch, self.position = 0, 0
+        self._plan = self._epoch_plan(0)
+
+    def _epoch_plan(self, epoch: int) -> torch.Tensor:
+        """``[n, 2]`` (stream, row) pairs for one epoch: 0 = source text, 1 = dialogue."""
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        text = torch.randperm(len(self.text_rows), generator=generator)
+        chat = torch.randperm(len(self.chat_rows), generator=generator)
+        if self.chat_fraction in (0, 1):
+            rows = chat if self.chat_fraction == 1 else text
+            return torch.stack([torch.full_like(rows, int(self.chat_fraction)), rows], dim=1)
+        n_chat = min(len(chat), int(len(text) * self.chat_fraction / (1 - self.chat_fraction)))
+        n_text = min(len(text), int(n_chat * (1 - self.chat_fraction) / self.chat_fraction))
+        is_chat = torch.zeros(n_chat + n_text, dtype=torch.long)
+        is_chat[torch.randperm(n_chat + n_text, generator=generator)[:n_chat]] = 1
+        index = torch.empty_like(is_chat)
+        index[is_chat == 1] = chat[:n_chat]
+        index[is_chat == 0] = text[:n_text]
+        return torch.stack([is_chat, index], dim=1)
+
+    @property
+    def rows_per_epoch(self) -> int:
+        return len(self._plan)
+
+    def fingerprint(self) -> dict:
+        return {"kind": "toy", "split": self.split, "seq_len": self.seq_len, "seed": self.seed,
+                "chat_fraction": self.chat_fraction, "dialogues": self.dialogues}
+
+    def next_batch(self, batch_size: int) -> torch.Tensor:
+        """The next ``batch_size`` rows ``[batch_size, seq_len]``."""
+        positive_int("batch_size", batch_size)
+        rows = []
+        for _ in range(batch_size):
+            if self.position == len(self._plan):
+                self.epoch, self.position = self.epoch + 1, 0
+                self._plan = self._epoch_plan(self.epoch)
+            stream, index = self._plan[self.position].tolist()
+            rows.append((self.chat_rows if stream else self.text_rows)[index])
+            self.position += 1
+        return torch.stack(rows)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        self._plan = self._epoch_plan(self.epoch)
+
+
+class HFTokenSource:
+    """Rows from a Hugging Face dataset: pre-tokenised ``input_ids`` or a text / chat column.
+
+    Args:
+        path, name, split, data_files: passed to ``datasets.load_dataset``.
+        tokenizer: used for text and chat columns (and for its BOS id).
+        seq_len: tokens per row, BOS included.
+        column: ``input_ids`` (pre-tokenised rows, truncated to ``seq_len``; every id must be in the
+            tokenizer's vocabulary), a text column, or a chat column holding a list of ``{"role", "content"}``
+            messages, rendered with ``chat_tokenizer``'s chat template when it has one (the chat model's own,
+            as it was fine-tuned on), else with the plain ``format_chat`` template.
+        streaming: stream instead of downloading the whole dataset.
+    """
+
+    def __init__(self, path: str, tokenizer, seq_len: int = 1024, column: str = "input_ids", split: str = "train",
+                 name: str | None = None, data_files=None, streaming: bool = True, chat_tokenizer=None):
+        self.args = dict(path=path, name=name, split=split, data_files=data_files, streaming=streaming)
+        self.tokenizer, self.seq_len, self.column = tokenizer, positive_int("seq_len", seq_len, minimum=2), column
+        self.chat_tokenizer = chat_tokenizer if getattr(chat_tokenizer, "chat_template", None) else None
+        self.position = 0
+        self._rows = self._row_iterator()
+
+    def _row_iterator(self) -> Iterator[list[int]]:
+        import datasets
+
+        try:  # datasets itself raises a bare StopIteration on an empty file
+            dataset = datasets.load_dataset(**{k: v for k, v in self.args.items() if v is not None})
+            rows = iter(dataset)
+            first_row = next(rows, None)
+        except StopIteration:
+            first_row = None
+        if first_row is None:
+            raise SourceExhaustedError(f"dataset {self.args['path']!r} ({self.args['split']}) is empty")
+        if self.column not in first_row:
+            raise ValueError(f"dataset {self.args['path']!r} has no column {self.column!r}; its columns are "
+                             f"{sorted(first_row)}")
+        examples = (row[self.column] for row in itertools.chain([first_row], rows))
+        first = first_row[self.column]
+        bos = self.tokenizer.bos_token_id
+        if isinstance(first, list) and (not first or isinstance(first[0], int)):
+            if first and max(first) >= len(self.tokenizer):
+                raise ValueError(f"dataset {self.args['path']!r} holds token id {max(first)}, beyond the pair's "
+                                 f"vocabulary of {len(self.tokenizer)}: it was tokenised with another tokenizer")
+            short = (row for row in examples if len(row) >= self.seq_len)
+            return (row[: self.seq_len] if row[0] == bos else [bos, *row[: self.seq_len - 1]] for row in short)
+        if isinstance(first, list):
+            examples = (self.render_chat(messages) for messages in examples)
+        elif not isinstance(first, str):
+            raise ValueError(f"column {self.column!r} holds {type(first).__name__}; expected token ids, text or chat")
+        eos = self.tokenizer.eos_token_id
+        token_lists = (self.tokenizer(text, add_special_tokens=False)["input_ids"] + [eos] for text in examples)
+        return pack(token_lists, self.seq_len, bos)
+
+    def render_chat(self, messages: Sequence[dict]) -> str:
+        """A conversation as text: the chat model's template (its leading BOS left to ``pack``), or ``format_chat``."""
+        if self.chat_tokenizer is None:
+            return format_chat(messages)
+        text = self.chat_tokenizer.apply_chat_template(list(messages), tokenize=False)
+        bos = self.chat_tokenizer.bos_token
+        return text[len(bos):] if bos and text.startswith(bos) else text
+
+    def fingerprint(self) -> dict:
+        return {"kind": "hub", **{k: v for k, v in self.args.items() if k != "streaming"}, "column": self.column,
+                "seq_len": self.seq_len, "chat_template": self.chat_tokenizer is not None}
+
+    def next_batch(self, batch_size: int) -> torch.Tensor:
+        positive_int("batch_size", batch_size)
+        rows = list(itertools.islice(self._rows, batch_size))
+        if len(rows) < batch_size:
+            raise SourceExhaustedError(
+                f"dataset {self.args['path']!r} is exhausted after {self.position + len(rows)} rows")
+        self.position += batch_size
+        return torch.tensor(rows, dtype=torch.long)
+
+    def state_dict(self) -> dict:
+        return {"position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Skip to ``state["position"]`` rows from the start (re-reads the stream up to there)."""
+        self._rows = self._row_iterator()
+        self.position = 0
+        skip = int(state["position"])
+        consumed = sum(1 for _ in itertools.islice(self._rows, skip))
+        if consumed < skip:
+            raise ValueError(f"cannot resume at row {skip}: the dataset has only {consumed} rows")
+        self.position = skip
+
+
+class MixedTokenSource:
+    """Rows from two token sources in a fixed proportion: ``chat_fraction`` of the rows from ``chat``, the rest
+    from ``text``, interleaved evenly (row ``r`` is a chat row when ``floor((r + 1) f) > floor(r f)``), as the
+    replication mixed the Pile with LmSys-Chat 50/50. Deterministic and resumable."""
+
+    def __init__(self, text, chat, chat_fraction: float = 0.5):
+        self.text, self.chat = text, chat
+        self.chat_fraction = real("chat_fraction", chat_fraction, 0, 1)
+        self.rows = 0
+
+    def _is_chat(self, row: int) -> bool:
+        return int((row + 1) * self.chat_fraction) > int(row * self.chat_fraction)
+
+    def fingerprint(self) -> dict:
+        return {"kind": "mix", "chat_fraction": self.chat_fraction, "text": source_fingerprint(self.text),
+                "chat": source_fingerprint(self.chat)}
+
+    def next_batch(self, batch_size: int) -> torch.Tensor:
+        """``[batch_size, seq_len]``: the next rows of the mix."""
+        is_chat = torch.tensor([self._is_chat(self.rows + i) for i in range(positive_int("batch_size", batch_size))])
+        n_chat = int(is_chat.sum())
+        parts = {True: self.chat.next_batch(n_chat) if n_chat else None,
+                 False: self.text.next_batch(batch_size - n_chat) if n_chat < batch_size else None}
+        rows = torch.empty(batch_size, (parts[True] if n_chat else parts[False]).shape[1], dtype=torch.long)
+        for flag, part in parts.items():
+            if part is not None:
+                rows[is_chat == flag] = part
+        self.rows += batch_size
+        return rows
+
+    def state_dict(self) -> dict:
+        return {"rows": self.rows, "text": self.text.state_dict(), "chat": self.chat.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rows = int(state["rows"])
+        self.text.load_state_dict(state["text"])
+        self.chat.load_state_dict(state["chat"])
+
+
+class TokenShard:
+    """Rank ``rank``'s disjoint share of a token source split over ``world_size`` data-parallel ranks.
+
+    Each request for ``batch_size`` rows draws ``world_size * batch_size`` rows from ``source`` and keeps
+    rows ``rank, rank + world_size, ...``: the ranks see disjoint rows, together exactly the stream one
+    process would see, and resume from the position the shared stream had. Every rank reads (but does not
+    run the models on) the whole stream, which costs little next to harvesting.
+    """
+
+    def __init__(self, source, rank: int, world_size: int):
+        positive_int("world_size", world_size)
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
+        self.source, self.rank, self.world_size = source, rank, world_size
+
+    def fingerprint(self) -> dict:
+        return {"shard": [self.rank, self.world_size], "tokens": source_fingerprint(self.source)}
+
+    def next_batch(self, batch_size: int) -> torch.Tensor:
+        """``[batch_size, seq_len]``: this rank's rows of the next ``world_size * batch_size``."""
+        rows = self.source.next_batch(positive_int("batch_size", batch_size) * self.world_size)
+        return rows[self.rank :: self.world_size]
+
+    def state_dict(self) -> dict:
+        return self.source.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.source.load_state_dict(state)
+
+
+def prompts_by_length(tokenizer, prompts: Sequence[str], device: str | torch.device = "cpu"
+                      ) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """Tokenise ``prompts`` and group those of equal length: yields ``(indices, tokens [group, length])``.
+
+    Equal-length prompts run as one batch with no padding (so nothing but the prompt enters the model).
+    """
+    encoded = [tokenizer(prompt)["input_ids"] for prompt in prompts]
+    by_length: dict[int, list[int]] = defaultdict(list)
+    for index, ids in enumerate(encoded):
+        by_length[len(ids)].append(index)
+    for indices in by_length.values():
+        yield indices, torch.tensor([encoded[i] for i in indices], device=device)

@@ -1,0 +1,95 @@
+"""Steering with a latent: add (a multiple of) one latent's decoder vector to one model's activation at the
+crosscoder's hook point, in a forward pass or during generation.
+
+``latent_direction`` is the vector a latent of activation 1 adds to a model's *raw* activation (its decoder
+vector for ``vector_model``, chat by default); ``steered_logits_fn`` adds ``strength`` times it to model
+``model_index`` (the base model by default), either at every position or only where the crosscoder says the
+latent fires (``where="active"``: both models are encoded on the same tokens, as a patch of the chat latent
+into the base model). ``steering_curve`` measures the toy pair's refusal rates against the strength: does the
+planted latent's chat decoder, added to the base model, make it refuse?
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from ..activations.diff import check_compatible
+from ..activations.models import ModelPair
+from ..crosscoder.model import CrossCoder
+from ..toy.corpus import Question
+from .behaviour import LogitsFn, compare_refusals, refusal_likelihood
+from .latents import check_latent_ids, encode_tokens
+
+WHERE = ("all", "active")
+
+
+def latent_direction(crosscoder: CrossCoder, latent: int, vector_model: int = 1) -> torch.Tensor:
+    """The raw-space decoder vector ``[d_model]`` of ``latent`` for model ``vector_model``."""
+    (latent,) = check_latent_ids(crosscoder, [latent]).tolist()
+    return crosscoder.decoder_vectors(normalized=False)[latent, vector_model].detach().float()
+
+
+def steered_logits_fn(pair: ModelPair, crosscoder: CrossCoder, latent: int, strength: float, model_index: int = 0,
+                      vector_model: int = 1, where: str = "all") -> LogitsFn:
+    """``tokens [batch, seq] -> logits [batch, seq, vocab]`` of model ``model_index`` with ``strength`` times the
+    latent's decoder vector (of ``vector_model``) added at the hook point: at every position (``where="all"``)
+    or where the latent fires on these tokens (``"active"``). Works with ``greedy_continuations``."""
+    if where not in WHERE:
+        raise ValueError(f"where must be one of {WHERE}, got {where!r}")
+    hook_point = check_compatible(crosscoder, pair)
+    vector = latent_direction(crosscoder, latent, vector_model).to(pair.device)
+    if where == "all":
+        return vector_logits_fn(pair, vector, strength, hook_point, model_index)
+
+    def shift(tokens: torch.Tensor) -> torch.Tensor:
+        fires = encode_tokens(pair, crosscoder, tokens)[..., latent] > 0  # [batch, seq]
+        return strength * fires[..., None].to(vector.dtype) * vector
+
+    return _adding(pair, hook_point, model_index, shift)
+
+
+def vector_logits_fn(pair: ModelPair, vector: torch.Tensor, strength: float, hook_point: str,
+                     model_index: int = 0) -> LogitsFn:
+    """``tokens [batch, seq] -> logits [batch, seq, vocab]`` of model ``model_index`` with ``strength * vector``
+    (``[d_model]``, raw activation space) added at ``hook_point`` at every position: steering with any
+    direction (a latent's decoder vector, a mean activation difference, a probe)."""
+    vector = vector.to(pair.device)
+    return _adding(pair, hook_point, model_index, lambda tokens: strength * vector)
+
+
+def _adding(pair: ModelPair, hook_point: str, model_index: int, shift_for) -> LogitsFn:
+    """A logits function that adds ``shift_for(tokens)`` (broadcast to ``[batch, seq, d_model]``) at the hook."""
+    model = pair.models[model_index]
+
+    @torch.no_grad()
+    def logits(tokens: torch.Tensor) -> torch.Tensor:
+        tokens = tokens.to(pair.device)
+        shift = shift_for(tokens)
+
+        def add(activation: torch.Tensor, hook) -> torch.Tensor:
+            return activation + shift.to(activation.dtype)
+
+        return model.run_with_hooks(tokens, fwd_hooks=[(hook_point, add)])
+
+    return logits
+
+
+def steering_curve(pair: ModelPair, crosscoder: CrossCoder, latent: int, strengths: Sequence[float],
+                   questions: Sequence[Question], model_index: int = 0, vector_model: int = 1, where: str = "all"):
+    """The steered model's refusals at each strength: a pandas DataFrame indexed by ``strength`` with
+    ``planted`` and ``other`` (the shares of planted-family and other questions refused by greedy
+    generation), their counts, and teacher-forced ``first_token_prob_{planted,other}`` and
+    ``refusal_logprob_{planted,other}`` (``helpers.analysis.behaviour.refusal_likelihood``, averaged)."""
+    runs = {float(s): steered_logits_fn(pair, crosscoder, latent, float(s), model_index, vector_model, where)
+            for s in strengths}
+    table = compare_refusals(runs, pair.tokenizer, questions, device=str(pair.device))
+    for strength, run in runs.items():
+        likelihood = refusal_likelihood(run, pair.tokenizer, questions, device=str(pair.device))
+        means = likelihood.groupby("planted")[["first_token_prob", "refusal_logprob"]].mean()
+        for column in means.columns:
+            table.loc[strength, f"{column}_planted"] = means.loc[True, column]
+            table.loc[strength, f"{column}_other"] = means.loc[False, column]
+    table.index.name = "strength"
+    return table

@@ -1,0 +1,87 @@
+"""diff-SAE: a sparse autoencoder on ``chat - base`` activation differences, whose latents name what fine-tuning
+added (or took away).
+
+Aranguri, Drori and Nanda (2025); science-of-finetuning/diffing-toolkit trains it as ``sae_difference``
+(``configs/diffing/method/sae_difference.yaml``: target ``difference_ftb`` = fine-tuned minus base, a BatchTopK
+SAE, k = 100, expansion factor 2). Here it is a crosscoder with a single "model" whose activation is the
+difference: ``DifferenceSource`` turns paired activations ``[n, 2, d_model]`` into ``[n, 1, d_model]``, and
+``CrossCoder`` / ``Trainer`` do the rest (the difference is normalised to mean norm ``sqrt(d_model)`` like every
+crosscoder input, where the toolkit scales to an RMS of 100; the scale does not change which latents form).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..activations.buffer import ActivationSource, HarvestingSource, ShufflingBuffer
+from ..activations.data import source_fingerprint
+from ..activations.models import load_model_pair
+from ..crosscoder.checkpoints import save
+from ..crosscoder.model import CrossCoder
+from ..files import MissingAssetError
+from ..registry import ASSETS
+from ..training.recipes import TOY_RELEASE_TRAINING, crosscoder_for_site, token_source_for
+from ..training.trainer import TrainConfig, Trainer
+
+
+class DifferenceSource:
+    """``chat - base`` of a paired source's activations: ``[n, 1, d_model]`` (models 1 minus 0)."""
+
+    def __init__(self, paired: ActivationSource):
+        self.paired = paired
+
+    def next_activations(self, n: int) -> torch.Tensor:
+        acts = self.paired.next_activations(n)
+        return acts[:, 1:2] - acts[:, 0:1]
+
+    def fingerprint(self) -> dict:
+        return {"difference": "chat - base", "of": source_fingerprint(self.paired)}
+
+    def state_dict(self) -> dict:
+        return self.paired.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.paired.load_state_dict(state)
+
+
+def new_diff_sae(model_names: list[str], hook_point: str, source: DifferenceSource, d_hidden: int, k: int = 100,
+                 scale_tokens: int = 50_000, **cfg_kwargs) -> CrossCoder:
+    """A fresh BatchTopK SAE of ``d_hidden`` latents for the differences ``source`` serves at ``hook_point``,
+    normalised from ``scale_tokens`` of them (its one "model" is named ``chat - base``)."""
+    name = f"{model_names[1]} - {model_names[0]}"
+    return crosscoder_for_site([name], hook_point, source, scale_tokens, d_hidden=d_hidden, activation="batchtopk",
+                               k=k, **cfg_kwargs)
+
+
+PACKAGED_DIFF_SAE = ASSETS / "toy_organisms_diff_sae"
+# The toy organisms' diff-SAE: the toy releases' tokens and schedule, 1,024 latents, k = 20.
+TOY_DIFF_SAE = dict(pair="toy-organisms", d_hidden=1024, k=20, seq_len=128, buffer_tokens=131_072)
+
+
+def toy_diff_sae_path() -> Path:
+    """The packaged diff-SAE of the toy organisms pair (notebook 08); a missing one names its rebuild command."""
+    if not (PACKAGED_DIFF_SAE / "cfg.json").is_file():
+        raise MissingAssetError(f"the toy organisms' diff-SAE is not in {PACKAGED_DIFF_SAE}. Rebuild it with "
+                                "`python -m helpers.methods.diff_sae` (about 4 minutes on 2 cores).")
+    return PACKAGED_DIFF_SAE
+
+
+def build_toy_diff_sae(out_dir: str | Path = PACKAGED_DIFF_SAE) -> Path:
+    """Train the toy organisms' diff-SAE (``TOY_DIFF_SAE``, ``TOY_RELEASE_TRAINING``) into ``out_dir``."""
+    torch.manual_seed(0)
+    pair = load_model_pair(TOY_DIFF_SAE["pair"])
+    paired = HarvestingSource(pair.models, token_source_for(pair, TOY_DIFF_SAE["seq_len"]), pair.hook_point)
+    differences = DifferenceSource(paired)
+    sae = new_diff_sae(list(pair.names), pair.hook_point, differences, d_hidden=TOY_DIFF_SAE["d_hidden"],
+                       k=TOY_DIFF_SAE["k"])
+    buffer = ShufflingBuffer(differences, buffer_tokens=TOY_DIFF_SAE["buffer_tokens"], seed=0)
+    training = TOY_RELEASE_TRAINING | dict(l1_coeff=0.0, k_start=10 * TOY_DIFF_SAE["k"], k_anneal_frac=0.1)
+    final = Trainer(sae, buffer, TrainConfig(**training)).train()[-1]
+    metrics = {key: round(final[key], 4) for key in ("l0", "explained_variance", "dead_fraction", "seconds")}
+    return save(sae, out_dir, extra_cfg={"train_config": training, "final_metrics": metrics})
+
+
+if __name__ == "__main__":
+    print(f"wrote {build_toy_diff_sae()}")

@@ -1,0 +1,52 @@
+"""Where the shipped toy pair and toy organisms live: locating them, never building them.
+
+The toy pair (``helpers/assets/toy_pair``: ``base/``, ``chat/``, ``build_report.json``) is a tiny Gemma-2 base
+model and a chat fine-tune with a planted refusal; the toy organisms (``helpers/assets/toy_organisms``) are a
+second fine-tune of the same base with four planted differences. Both are ordinary Hugging Face folders that load
+with ``TransformerBridge.boot_transformers(path)``. ``helpers.builders.toy_pair`` builds them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from ..files import MissingAssetError
+from ..registry import ASSETS
+
+TOY_PAIR_NAME = "toy"
+PACKAGED_TOY_PAIR = ASSETS / "toy_pair"
+PACKAGED_ORGANISMS = ASSETS / "toy_organisms"
+
+
+def toy_pair_path() -> Path:
+    """Folder holding ``base/`` and ``chat/`` of the toy pair: the packaged one, or ``CROSSCODER_TOY_DIR``.
+
+    Nothing is built here: a missing pair raises ``MissingAssetError`` naming the command that builds it.
+    """
+    override = os.environ.get("CROSSCODER_TOY_DIR")
+    folder = Path(override) if override else PACKAGED_TOY_PAIR
+    missing = [role for role in ("base", "chat") if not (folder / role / "config.json").is_file()]
+    if missing:
+        raise MissingAssetError(
+            f"the toy pair is not in {folder} (no {', '.join(missing)} model). Build it with "
+            f"`python -m helpers.builders.toy_pair --out {folder}` (about 7 minutes on 2 cores)."
+        )
+    return folder
+
+
+def build_report() -> dict:
+    """The toy pair's ``build_report.json``: recipe, losses, refusal rates, build time."""
+    return json.loads((toy_pair_path() / "build_report.json").read_text())
+
+
+def organisms_path() -> Path:
+    """Folder holding the toy organisms' chat model (``chat/``): the packaged one, or ``CROSSCODER_ORGANISMS_DIR``."""
+    override = os.environ.get("CROSSCODER_ORGANISMS_DIR")
+    folder = Path(override) if override else PACKAGED_ORGANISMS
+    if not (folder / "chat" / "config.json").is_file():
+        raise MissingAssetError(f"the toy organisms are not in {folder}. Build them with "
+                                f"`python -m helpers.builders.toy_pair --organisms --out {folder}` "
+                                "(about 6 minutes on 2 cores).")
+    return folder
