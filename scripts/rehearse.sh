@@ -1,30 +1,24 @@
 #!/usr/bin/env bash
-# Run tutorials against the offline Hub rehearsal (helpers.rehearsal) at the smoke scale, on the gemma-2-2b profile
-# (or CROSSCODER_PAIR): the same cells as on Colab, resolved from a local Hugging Face home. CI runs the same
-# notebooks in tests/test_notebooks.py. Usage:
-#   bash scripts/rehearse.sh [notebooks/NN_name.ipynb ...]      (default: the pair's REHEARSED_NOTEBOOKS)
-# Executed copies land in outputs/rehearsal/notebooks/<pair>/.
+# Run the tutorials under nbmake against the offline Hub rehearsal (helpers.builders.rehearsal) at the smoke scale:
+# the same cells as on Colab, resolved from a local Hugging Face home, for the Gemma-2-2B profile and the own
+# Llama-style pair (or the profiles named as arguments). Copies run in outputs/notebooks/<profile>/ (conftest.py).
+# CI runs this in .venv-colab, the environment pinned to Colab's versions (COLAB_PINNED=1 scripts/setup.sh):
+#   VENV=.venv-colab bash scripts/rehearse.sh [gemma-2-2b] [rehearsal-llama]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ -x .venv/bin/python ] || bash scripts/setup.sh
+VENV="${VENV:-.venv}"
+[ -x "$VENV/bin/python" ] || bash scripts/setup.sh
 HOME_DIR=outputs/rehearsal/hf
-[ -f "$HOME_DIR/registry.yaml" ] || .venv/bin/python -m helpers.rehearsal "$HOME_DIR"
-PAIR="${CROSSCODER_PAIR:-gemma-2-2b}"
-eval "$(.venv/bin/python -c "
-from helpers.rehearsal import rehearsal_env
-for key, value in rehearsal_env('$HOME_DIR', '$PAIR', '${CROSSCODER_SCALE:-smoke}').items():
+[ -f "$HOME_DIR/registry.yaml" ] || "$VENV/bin/python" -m helpers.builders.rehearsal "$HOME_DIR"
+profiles=("$@")
+[ ${#profiles[@]} -gt 0 ] || profiles=(gemma-2-2b rehearsal-llama)
+for profile in "${profiles[@]}"; do
+  echo "== rehearsal notebooks: $profile (scale ${CROSSCODER_SCALE:-smoke})"
+  (
+    eval "$("$VENV/bin/python" -c "
+from helpers.builders.rehearsal import rehearsal_env
+for key, value in rehearsal_env('$HOME_DIR', '$profile', '${CROSSCODER_SCALE:-smoke}').items():
     print(f'export {key}={value!r}')")"
-notebooks=("$@")
-if [ ${#notebooks[@]} -eq 0 ]; then
-  mapfile -t notebooks < <(.venv/bin/python -c "
-from helpers.rehearsal import REHEARSED_NOTEBOOKS
-import glob
-for number in REHEARSED_NOTEBOOKS['$PAIR']:
-    print(*glob.glob(f'notebooks/{number}_*.ipynb'))")
-fi
-mkdir -p "outputs/rehearsal/notebooks/$PAIR"
-for notebook in "${notebooks[@]}"; do
-  echo "== $notebook ($PAIR, scale $CROSSCODER_SCALE)"
-  .venv/bin/jupyter nbconvert --to notebook --execute --ExecutePreprocessor.timeout=900 ${REHEARSE_ALLOW_ERRORS:+--allow-errors} \
-    --output-dir "outputs/rehearsal/notebooks/$PAIR" "$notebook"
+    "$VENV/bin/python" -m pytest -p no:cacheprovider "outputs/notebooks/$profile"
+  )
 done

@@ -1,0 +1,78 @@
+"""The tutorials under nbmake: ``pytest --nbmake`` executes copies of the notebooks, never the sources.
+
+Before collection, the controller copies ``notebooks/NN_*.ipynb`` into ``outputs/notebooks/<pair>/`` (the pair is
+``CROSSCODER_PAIR``, ``toy`` when unset; a rehearsal profile copies only the notebooks it rehearses), so every pair
+writes its executed copies, dashboards and runs in a place of its own, and ``--overwrite`` (set in pyproject.toml)
+leaves the executed copies there for ``scripts/site.sh``. A plain ``pytest`` (testpaths) collects that folder
+beside ``tests/``; ``pytest --nbmake outputs/notebooks/<pair>`` runs the notebooks alone.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+# Under pytest-xdist (`-n 2`, see pyproject.toml) each worker, and the notebook kernels it starts, uses one
+# thread: two single-threaded workers share 2 cores far better than two that each spin up 2 threads.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
+import pytest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent
+SOURCES = ROOT / "notebooks"
+EXECUTED = ROOT / "outputs" / "notebooks"
+
+# Seconds each notebook takes alone on a 2-core CPU, per pair. Notebooks run first, longest first, and
+# `--maxschedchunk 1` (pyproject.toml) hands tests to the pytest-xdist workers one at a time, so each worker takes
+# the longest notebook left whenever it is free and the short unit tests fill in behind. (By default xdist gives
+# each worker a quarter of its share up front, as one block: one worker would get every notebook.)
+NOTEBOOK_SECONDS = {
+    "toy": {"06": 195, "07": 165, "02": 150, "08": 99, "05": 82, "03": 66, "04": 42, "00": 24, "01": 18},
+    "gemma-2-2b": {"00": 58, "02": 48, "06": 45, "05": 24, "03": 22, "04": 19, "07": 19, "01": 12},
+    "rehearsal-llama": {"02": 20, "05": 17, "04": 15},
+}
+
+
+def notebook_pair() -> str:
+    return os.environ.get("CROSSCODER_PAIR") or "toy"
+
+
+def copy_notebooks(pair: str) -> Path:
+    """Fresh copies of the tutorials the pair runs, in ``outputs/notebooks/<pair>/`` (emptied first)."""
+    from helpers.builders.rehearsal import REHEARSED_NOTEBOOKS
+
+    numbers = REHEARSED_NOTEBOOKS.get(pair)
+    folder = EXECUTED / pair
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for source in sorted(SOURCES.glob("[0-9][0-9]_*.ipynb")):
+        if numbers is None or source.name[:2] in numbers:
+            shutil.copy(source, folder / source.name)
+    return folder
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not config.getoption("nbmake", default=False) or hasattr(config, "workerinput"):
+        return  # pytest-xdist workers collect what the controller copied
+    if config.getoption("overwrite", default=False):
+        sources = [arg for arg in config.args if (ROOT / arg).resolve().is_relative_to(SOURCES)]
+        if sources:
+            raise pytest.UsageError(f"--overwrite (on in pyproject.toml) would write outputs into the tutorials' "
+                                    f"sources {sources}: run `pytest --nbmake outputs/notebooks/<pair>` instead")
+    folder = copy_notebooks(notebook_pair())
+    if config.args_source == pytest.Config.ArgsSource.TESTPATHS:
+        config.args.append(str(folder.relative_to(ROOT)))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def run_order(item: pytest.Item) -> tuple[int, int]:
+        if item.path.suffix == ".ipynb":
+            return 0, -NOTEBOOK_SECONDS.get(item.path.parent.name, {}).get(item.path.name[:2], 0)
+        return 1, 0
+
+    items.sort(key=run_order)
