@@ -1,8 +1,9 @@
-"""Assemble the site's sources from the executed tutorials, then build it with mkdocs (see scripts/site.sh).
+"""Assemble the site's sources from the executed tutorials and the docs, then build it with mkdocs (scripts/site.sh).
 
-outputs/notebooks/NN_*.ipynb (executed, with outputs) -> outputs/site-src/: the notebooks, an index page
-(the README's introduction and a table of the tutorials), the design notes and the dashboards page that
-notebook 05 saved. Refuses to build from a missing or unexecuted notebook: the site shows what ran.
+outputs/notebooks/toy/NN_*.ipynb (executed under nbmake, with outputs) -> outputs/site-src/: the notebooks, an index
+page (the README's introduction and a table of the tutorials), the pages of docs/ (results, guides, design) with
+their figures, and the dashboards page that notebook 05 saved on the toy pair. Refuses to build from a missing or
+unexecuted notebook, or from a dashboards page of another pair: the site shows what ran on the toy pair.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-EXECUTED, SOURCES = ROOT / "outputs" / "notebooks", ROOT / "outputs" / "site-src"
-DASHBOARDS = ROOT / "notebooks" / "dashboards"
+PAIR = "toy"
+EXECUTED, SOURCES = ROOT / "outputs" / "notebooks" / PAIR, ROOT / "outputs" / "site-src"
+DASHBOARDS = EXECUTED / "dashboards" / "latent_dashboards.html"
+DOCS = ROOT / "docs"
 
 
 def title_of(notebook: dict) -> str:
@@ -39,27 +42,41 @@ def executed_notebooks() -> list[Path]:
     return [EXECUTED / p.name for p in tutorials]
 
 
+def check_dashboards_page(path: Path, pair: str = PAIR) -> None:
+    """Raise ``ValueError`` unless ``path`` is the dashboards page notebook 05 saved for ``pair`` (its title)."""
+    found = re.search(r"<title>([^<]*)</title>", path.read_text(encoding="utf-8"))
+    if not found or not found.group(1).startswith(f"{pair}:"):
+        raise ValueError(f"{path} is not the {pair} pair's dashboards page (title: "
+                         f"{found.group(1) if found else 'none'!r})")
+
+
 def index_page(notebooks: list[Path]) -> str:
     readme = (ROOT / "README.md").read_text()
-    introduction = readme.split("\n## ", 1)[0]
+    introduction = readme.split("\n## ", 1)[0].replace("](docs/", "](")
     rows = "\n".join(f"| [{title_of(json.loads(p.read_text()))}]({p.name}) |" for p in notebooks)
-    dashboards = ("\nThe latent dashboards that notebook 05 builds: [open the page](dashboards/latent_dashboards.html)."
-                  if (DASHBOARDS / "latent_dashboards.html").is_file() else "")
-    return (f"{introduction}\n\nEvery page below is a notebook as it ran on the toy pair, on a CPU, with its "
+    return (f"{introduction}\n\nEvery tutorial below is a notebook as it ran on the toy pair, on a CPU, with its "
             f"figures (interactive) and tables. Open any of them in Colab from its badge to run it yourself.\n\n"
-            f"| tutorial |\n|---|\n{rows}\n{dashboards}\n\nDesign notes: [the package's design](design.md).\n")
+            f"| tutorial |\n|---|\n{rows}\n\n"
+            f"The latent dashboards that notebook 05 built: [open the page](dashboards/latent_dashboards.html).\n\n"
+            f"Read on: [results on the toy pair](results.md), [your own pair](your_own_pair.md), "
+            f"[the Gemma-2-2B path](gemma_rehearsal.md), [training at scale](training_at_scale.md), "
+            f"[benchmarks](benchmarks.md), [the package](package.md), [the design](design.md).\n")
 
 
 def main() -> None:
     notebooks = executed_notebooks()
+    if not DASHBOARDS.is_file():
+        sys.exit(f"no dashboards page at {DASHBOARDS}: notebook 05 did not run on the {PAIR} pair")
+    check_dashboards_page(DASHBOARDS)
     shutil.rmtree(SOURCES, ignore_errors=True)
     SOURCES.mkdir(parents=True)
     for path in notebooks:
         shutil.copy(path, SOURCES / path.name)
     (SOURCES / "index.md").write_text(index_page(notebooks))
-    shutil.copy(ROOT / "docs" / "DESIGN.md", SOURCES / "design.md")
-    if (DASHBOARDS / "latent_dashboards.html").is_file():
-        shutil.copytree(DASHBOARDS, SOURCES / "dashboards")
+    for page in DOCS.glob("*.md"):
+        shutil.copy(page, SOURCES / ("design.md" if page.name == "DESIGN.md" else page.name))
+    shutil.copytree(DOCS / "figures", SOURCES / "figures")
+    shutil.copytree(DASHBOARDS.parent, SOURCES / "dashboards")
     subprocess.run([sys.executable, "-m", "mkdocs", "build", "--clean", "--config-file", str(ROOT / "mkdocs.yml")],
                    cwd=ROOT, check=True)
     print(f"site: {ROOT / 'outputs' / 'site' / 'index.html'}")

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the rendered tutorials (outputs/site/) from the executed notebooks in outputs/notebooks/, which the
+# Build the rendered tutorials (outputs/site/) from the executed notebooks in outputs/notebooks/toy/ and docs/, which the
 # tests (.venv/bin/python -m pytest) or scripts/tutorials.sh write. Nothing is executed again here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
