@@ -57,15 +57,18 @@ def copy_notebooks(pair: str) -> Path:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    if not config.getoption("nbmake", default=False) or hasattr(config, "workerinput"):
-        return  # pytest-xdist workers collect what the controller copied
-    if config.getoption("overwrite", default=False):
-        sources = [arg for arg in config.args if (ROOT / arg).resolve().is_relative_to(SOURCES)]
-        if sources:
-            raise pytest.UsageError(f"--overwrite (on in pyproject.toml) would write outputs into the tutorials' "
-                                    f"sources {sources}: run `pytest --nbmake outputs/notebooks/<pair>` instead")
-    folder = copy_notebooks(notebook_pair())
-    if config.args_source == pytest.Config.ArgsSource.TESTPATHS:
+    if not config.getoption("nbmake", default=False):
+        return
+    if hasattr(config, "workerinput"):  # a pytest-xdist worker collects what the controller copied
+        folder = EXECUTED / notebook_pair()
+    else:
+        if config.getoption("overwrite", default=False):
+            sources = [arg for arg in config.args if (ROOT / arg).resolve().is_relative_to(SOURCES)]
+            if sources:
+                raise pytest.UsageError(f"--overwrite (on in pyproject.toml) would write outputs into the tutorials' "
+                                        f"sources {sources}: run `pytest --nbmake outputs/notebooks/<pair>` instead")
+        folder = copy_notebooks(notebook_pair())
+    if config.args_source == pytest.Config.ArgsSource.TESTPATHS:  # a plain `pytest`: the copies beside tests/
         config.args.append(str(folder.relative_to(ROOT)))
 
 
