@@ -5,7 +5,10 @@ Formats (a checkpoint is a folder):
 - ``native``: ``cfg.json`` (a ``CrossCoderConfig``, its variant included) + ``crosscoder.safetensors``
   (``W_enc``, ``W_dec``, ``b_enc``, ``b_dec``, ``scale_factors``, ``activation_mean``, ``scaling_folded``,
   ``threshold``, ``tokens_since_fired``, and ``W_dec_tied`` for designated shared latents). A round trip
-  is bit-exact.
+  is bit-exact. The weights file also carries the config in its metadata, with a ``save_id`` that ``cfg.json``
+  repeats: the weights file is replaced in one rename, so a save killed at any moment leaves the old checkpoint
+  or the new one, whole (a ``cfg.json`` from another save than its weights is recognised and the weights' own
+  config used).
 - ``replication``: the original Gemma-2-2B replication, ``cfg.json`` + ``cc_weights.pt`` (a pickled
   state dict with ``W_enc [2, d, F]``, ``W_dec [F, 2, d]``, ``b_enc [F]``, ``b_dec [2, d]``). Read with
   ``torch.load(weights_only=True)``, so a pickle that would run code is refused.
@@ -17,7 +20,10 @@ Formats (a checkpoint is a folder):
 
 from __future__ import annotations
 
+import json
 import pickle
+import time
+import uuid
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,6 +39,8 @@ Format = Literal["native", "replication", "dictionary_learning"]
 NATIVE_CFG, NATIVE_WEIGHTS = "cfg.json", "crosscoder.safetensors"
 REPLICATION_WEIGHTS = "cc_weights.pt"
 DL_CFG, DL_WEIGHTS = "config.json", "model.safetensors"
+CFG_METADATA = "crosscoder_cfg"  # the config, inside the native weights file's metadata
+STALE_AFTER_S = 600  # a save's temporary file untouched this long belongs to a save that died
 FORMAT_FILES: dict[str, tuple[str, str]] = {
     "native": (NATIVE_CFG, NATIVE_WEIGHTS),
     "replication": (NATIVE_CFG, REPLICATION_WEIGHTS),
@@ -64,28 +72,62 @@ def require(cfg: dict, key: str, path: Path) -> Any:
 def save(crosscoder: CrossCoder, path: str | Path, extra_cfg: dict | None = None) -> Path:
     """Save ``crosscoder`` to the folder ``path`` in the native format; returns the folder.
 
-    ``extra_cfg`` is stored under ``cfg.json``'s ``"extra"`` key (training config, metrics, ...).
+    ``extra_cfg`` is stored under ``cfg.json``'s ``"extra"`` key (training config, metrics, ...); it must be
+    JSON (no NaN), checked before anything is written. Saving over a checkpoint is safe at every moment: the
+    folder then holds the old checkpoint or the new one, whole (see the module docstring).
     """
+    if not isinstance(crosscoder, CrossCoder):
+        raise TypeError(f"save needs a CrossCoder, got {type(crosscoder).__name__}")
     folder = Path(path)
-    state = {name: tensor.detach().contiguous().cpu() for name, tensor in crosscoder.state_dict().items()}
-    write_atomically(folder / NATIVE_WEIGHTS, lambda tmp: save_file(state, str(tmp)))
-    cfg = {"format": "native", **crosscoder.cfg.to_dict()}
+    if folder.exists() and not folder.is_dir():
+        raise CheckpointError(f"cannot save a checkpoint to {folder}: it is a file, not a folder")
+    cfg = {"format": "native", **crosscoder.cfg.to_dict(), "save_id": uuid.uuid4().hex}
     if extra_cfg:
         cfg["extra"] = extra_cfg
-    write_json(folder / NATIVE_CFG, cfg)
+    try:
+        cfg_text = json.dumps(cfg, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"extra_cfg must be plain JSON (numbers, strings, lists, dicts; no NaN): {error}") from error
+    state = {name: tensor.detach().contiguous().cpu() for name, tensor in crosscoder.state_dict().items()}
+    remove_stale_temporaries(folder)
+    write_atomically(folder / NATIVE_WEIGHTS, lambda tmp: save_file(state, str(tmp), {CFG_METADATA: cfg_text}))
+    write_json(folder / NATIVE_CFG, cfg)  # the readable copy; the weights already carry the config
     return folder
 
 
-def detect_format(folder: Path) -> Format:
-    """Which checkpoint format the folder holds, judged by its files."""
-    for name, (cfg_file, weights_file) in FORMAT_FILES.items():
-        if (folder / cfg_file).is_file() and (folder / weights_file).is_file():
-            return name  # type: ignore[return-value]
-    present = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else "no such folder"
-    raise CheckpointError(
-        f"{folder} holds no crosscoder checkpoint; expected one of "
-        f"{[list(files) for files in FORMAT_FILES.values()]}, found {present}"
-    )
+def remove_stale_temporaries(folder: Path) -> None:
+    """Delete the temporary files of saves into ``folder`` that died (untouched for ``STALE_AFTER_S``)."""
+    if not folder.is_dir():
+        return
+    for name in (NATIVE_WEIGHTS, NATIVE_CFG):
+        for temporary in folder.glob(f".{name}.*.tmp"):
+            try:
+                if time.time() - temporary.stat().st_mtime > STALE_AFTER_S:
+                    temporary.unlink()
+            except FileNotFoundError:
+                pass  # another save finished with it
+
+
+def detect_format(folder: Path, fmt: str | None = None) -> Format:
+    """Which checkpoint format the folder holds, judged by its files; ``fmt`` names it where several are there."""
+    if fmt is not None and fmt not in FORMAT_FILES:
+        raise ValueError(f"format must be one of {sorted(FORMAT_FILES)}, got {fmt!r}")
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder} is not a folder" if folder.exists() else f"no such folder: {folder}")
+    found = [name for name, (cfg_file, weights_file) in FORMAT_FILES.items()
+             if (folder / weights_file).is_file() and ((folder / cfg_file).is_file() or name == "native")]
+    if fmt is not None:
+        if fmt not in found:
+            raise CheckpointError(f"{folder} holds no {fmt} checkpoint ({list(FORMAT_FILES[fmt])}); found {found}")
+        return fmt  # type: ignore[return-value]
+    if len(found) > 1:
+        raise CheckpointError(f"{folder} holds checkpoints in several formats {found}; name the one to load, "
+                              f"e.g. load(path, format={found[0]!r})")
+    if not found:
+        raise CheckpointError(f"{folder} holds no crosscoder checkpoint; expected one of "
+                              f"{[list(files) for files in FORMAT_FILES.values()]}, found "
+                              f"{sorted(p.name for p in folder.iterdir())}")
+    return found[0]  # type: ignore[return-value]
 
 
 def load(
@@ -94,6 +136,7 @@ def load(
     dtype: torch.dtype | None = None,
     scale_factors: list[float] | None = None,
     cfg_overrides: dict | None = None,
+    format: Format | None = None,  # noqa: A002 - the word users know
 ) -> CrossCoder:
     """Load a crosscoder from a checkpoint folder in any supported format, in eval mode (``.train()`` to train).
 
@@ -103,9 +146,10 @@ def load(
         scale_factors: per-model normalisation factors to attach, for formats that do not store them
             (the replication's); they make the crosscoder work on raw activations.
         cfg_overrides: ``CrossCoderConfig`` fields to set (for example ``hook_point``, ``model_names``).
+        format: ``native``, ``replication`` or ``dictionary_learning``; needed only where the folder holds several.
     """
     folder = Path(path)
-    fmt = detect_format(folder)
+    fmt = detect_format(folder, format)
     loader = {"native": _load_native, "replication": _load_replication, "dictionary_learning": _load_dl}[fmt]
     crosscoder = loader(folder, cfg_overrides or {})
     if scale_factors is not None:
@@ -161,7 +205,12 @@ def _build(cfg: CrossCoderConfig, state: dict[str, torch.Tensor], source: Path,
         raise CheckpointError(f"{source}: scale_factors must be positive, got {state['scale_factors'].tolist()}")
     crosscoder = CrossCoder(cfg)
     own = crosscoder.state_dict()
-    loaded = {name: tensor.to(own[name].dtype) for name, tensor in state.items() if name in own}
+    unexplained = sorted(set(state) - set(own))
+    if unexplained:
+        raise CheckpointError(f"{source} holds tensors {unexplained} that its config does not explain (variant "
+                              f"{cfg.variant!r}: shared_latents={cfg.shared_latents}, exclusive_latents="
+                              f"{cfg.exclusive_latents}); is the config from another checkpoint?")
+    loaded = {name: tensor.to(own[name].dtype) for name, tensor in state.items()}
     crosscoder.load_state_dict(own | loaded)
     return crosscoder
 
@@ -184,9 +233,44 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path} is not a readable safetensors file (truncated or corrupt?): {error}") from error
 
 
-def _load_native(folder: Path, overrides: dict) -> CrossCoder:
+def native_config(folder: Path) -> tuple[dict, Path]:
+    """The native checkpoint's config and where it came from: ``cfg.json``, unless it belongs to another save
+    than the weights (a save killed between its two renames), then the config the weights file carries."""
     cfg_path, weights = folder / NATIVE_CFG, folder / NATIVE_WEIGHTS
+    embedded = _embedded_config(weights)
+    if not cfg_path.is_file():
+        if embedded is None:
+            raise CheckpointError(f"{folder} has {NATIVE_WEIGHTS} but no {NATIVE_CFG}, and the weights carry no config")
+        return embedded, weights
     raw = read_json(cfg_path)
+    if embedded is not None and raw.get("save_id") != embedded.get("save_id"):
+        return embedded, weights
+    return raw, cfg_path
+
+
+def _embedded_config(weights: Path) -> dict | None:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(weights), "pt") as file:
+            text = (file.metadata() or {}).get(CFG_METADATA)
+    except Exception as error:  # noqa: BLE001 - safetensors raises its own error types
+        raise CheckpointError(f"{weights} is not a readable safetensors file (truncated or corrupt?): "
+                              f"{error}") from error
+    if text is None:
+        return None
+    try:
+        embedded = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{weights}: the config in its metadata is not JSON: {error}") from error
+    if not isinstance(embedded, dict):
+        raise CheckpointError(f"{weights}: the config in its metadata is not a JSON object")
+    return embedded
+
+
+def _load_native(folder: Path, overrides: dict) -> CrossCoder:
+    weights = folder / NATIVE_WEIGHTS
+    raw, cfg_path = native_config(folder)
     for key in ("d_model", "d_hidden"):
         require(raw, key, cfg_path)
     cfg = _config({**raw, **overrides}, cfg_path)

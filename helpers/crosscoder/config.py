@@ -5,6 +5,7 @@ Training knobs live in ``helpers.training.trainer.TrainConfig``. A config is wha
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import asdict, dataclass, field, fields
 from typing import Literal
 
@@ -18,6 +19,9 @@ Activation = Literal["relu", "topk", "batchtopk"]
 CodeNormalization = Literal["crosscoder", "sae", "none"]
 ACTIVATIONS: tuple[str, ...] = ("relu", "topk", "batchtopk")
 CODE_NORMALIZATIONS: tuple[str, ...] = ("crosscoder", "sae", "none")
+# What a checkpoint's cfg.json holds beside the fields: its format, the variant (for reading), the training record,
+# and the id that ties it to its weights file (helpers.crosscoder.checkpoints).
+FILE_KEYS = frozenset({"format", "variant", "extra", "save_id"})
 
 
 @dataclass
@@ -161,6 +165,19 @@ class CrossCoderConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> CrossCoderConfig:
-        """Build a config from a dict, ignoring keys this version does not know."""
+        """Build a config from a dict (``cfg.json``'s fields). A key that is no field is an error naming the close
+        match (``activaton`` would otherwise load silently as the default ``relu``); the bookkeeping keys a
+        checkpoint writes beside the fields (``FILE_KEYS``) are skipped, and a stored ``variant`` must be the one
+        the fields describe."""
         known = {f.name for f in fields(cls)}
-        return cls(**{key: value for key, value in data.items() if key in known})
+        unknown = sorted(set(data) - known - FILE_KEYS)
+        if unknown:
+            hints = {key: difflib.get_close_matches(key, sorted(known), n=1) for key in unknown}
+            described = ", ".join(f"{key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                                  for key, hint in hints.items())
+            raise ValueError(f"unknown crosscoder config keys {described}; known keys: {sorted(known)}")
+        cfg = cls(**{key: value for key, value in data.items() if key in known})
+        if "variant" in data and data["variant"] != cfg.variant:
+            raise ValueError(f"the config says variant {data['variant']!r}, but its fields (shared_latents="
+                             f"{cfg.shared_latents}, exclusive_latents={cfg.exclusive_latents}) make {cfg.variant!r}")
+        return cfg

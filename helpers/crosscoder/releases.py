@@ -9,6 +9,7 @@ asset is missing, the error names the command that rebuilds it.
 
 from __future__ import annotations
 
+import difflib
 import tempfile
 from pathlib import Path
 
@@ -27,6 +28,15 @@ def list_releases() -> dict[str, str]:
 
 def _looks_like_repo_id(name: str) -> bool:
     return name.count("/") >= 1 and not name.startswith((".", "/", "~"))
+
+
+def _looks_local(name: str) -> bool:
+    """A path meant for this disk: absolute or relative by its spelling, or inside a folder that exists here
+    (``runs/my-crosscodr`` with a ``runs/`` folder), where a Hub repo id would not be looked for."""
+    if name.startswith((".", "/", "~")) or "\\" in name:
+        return True
+    first = Path(name).parts[0] if Path(name).parts else ""
+    return "/" in name and Path(first).is_dir() and name not in RELEASES
 
 
 def release_folder(release: Release, revision: str | None = None) -> Path:
@@ -93,9 +103,19 @@ def from_pretrained(
     Releases carry their hook point, model pair and scale factors, so the crosscoder returned encodes
     raw activations of the two models.
     """
+    if not isinstance(name_or_path, str | Path) or not str(name_or_path).strip():
+        raise TypeError(f"from_pretrained needs a release name, a Hub repo id or a folder, got {name_or_path!r}")
     local = Path(name_or_path).expanduser()
     if local.is_dir():
         return load(local, device=device, dtype=dtype)
+    name_or_path = str(name_or_path)
+    if local.exists():
+        raise CheckpointError(f"{local} is a file; a crosscoder checkpoint is a folder (cfg.json + weights)")
+    if _looks_local(name_or_path):
+        near = difflib.get_close_matches(local.name, [p.name for p in local.parent.iterdir()] if
+                                         local.parent.is_dir() else [], n=3)
+        raise FileNotFoundError(f"no such folder: {local}" + (f" (in {local.parent}: did you mean {near}?)"
+                                                                   if near else ""))
     if name_or_path in RELEASES or not _looks_like_repo_id(name_or_path):
         return load_release(name_or_path, device, dtype, revision)
     parts = name_or_path.split("/")
