@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -155,18 +158,83 @@ pairs:
     assert pairs["mine"].settings == {**get_pair("toy").settings, "seq_len": 256}
 
 
+PAIR = "base: a, chat: b, hook_point: blocks.1.hook_resid_pre"
+
+
 @pytest.mark.parametrize(("name", "content", "error"), [
     ("absent.yaml", None, "do not exist"),
-    ("neither.yaml", "pairs:\n  mine: {base: org/base, chat: org/chat}\n", "exactly one of release or hook_point"),
+    ("neither.yaml", "pairs:\n  mine: {base: org/base, chat: org/chat}\n",
+     r"neither.yaml: pair 'mine': give exactly one of release or hook_point"),
     ("malformed.yaml", "pairs:\n  mine: {chat: org/chat, hook_point: blocks.1.hook_resid_pre}\n",
-     "malformed.yaml: an entry lacks a field"),
-    ("like.yaml", "pairs:\n  mine: {base: a, chat: b, hook_point: blocks.1.hook_resid_pre, like: tyo}\n",
-     "Did you mean"),
+     r"malformed.yaml: pair 'mine' has no base"),
+    ("like.yaml", f"pairs:\n  mine: {{{PAIR}, like: tyo}}\n",
+     r"like.yaml: pair 'mine': unknown pair \(its like\) 'tyo'.*Did you mean"),
+    ("cycle.yaml", f"pairs:\n  one: {{{PAIR}, like: two}}\n  two: {{{PAIR}, like: one}}\n",
+     r"cycle.yaml: pair '(one|two)': like: '(one|two)' makes a cycle: (one -> two -> one|two -> one -> two)"),
+    ("self.yaml", f"pairs:\n  one: {{{PAIR}, like: one}}\n", r"like: 'one' makes a cycle: one -> one"),
+    ("yaml.yaml", "pairs:\n  mine: {base: a\n", r"yaml.yaml is not valid YAML"),
+    ("latin1.yaml", b"pairs:\n  caf\xe9: {base: a}\n", r"latin1.yaml is not a UTF-8 text file"),
+    ("lots.yaml", f"pairs:\n  mine: {{{PAIR}, min_gpu_gib: lots}}\n",
+     r"lots.yaml: pair 'mine': min_gpu_gib: 'lots' is not a number"),
+    ("big.yaml", "scales:\n  mine: {d_hidden: big}\n",
+     r"big.yaml: scale 'mine': d_hidden: 'big' is not a positive integer"),
+    ("knob.yaml", f"pairs:\n  mine: {{{PAIR}, settings: {{d_hiden: 64}}}}\n",
+     r"knob.yaml: pair 'mine': settings: unknown knob 'd_hiden'. Did you mean \['d_hidden'"),
+    ("knobtype.yaml", f"pairs:\n  mine: {{{PAIR}, settings: {{lr: fast}}}}\n",
+     r"knobtype.yaml: pair 'mine': settings: lr: 'fast' is not a positive number"),
+    ("field.yaml", f"pairs:\n  mine: {{{PAIR}, min_gpu_gb: 3}}\n",
+     r"field.yaml: pair 'mine': unknown field\(s\) 'min_gpu_gb' \(did you mean 'min_gpu_gib'\?\)"),
+    ("twice.yaml", f"pairs:\n  mine: {{{PAIR}}}\n  mine: {{{PAIR}}}\n", r"twice.yaml, line 3: 'mine' is given twice"),
+    ("list.yaml", "- pairs\n", r"list.yaml must be a mapping"),
+    ("section.yaml", "pair: {}\n", r"section.yaml: unknown section\(s\) \['pair'\]"),
+    ("release.yaml", "releases:\n  r: {pair: toy, hook_point: blocks.1.hook_resid_pre, format: native, "
+     "source: {asset: x}, scale_factors: [1.0, -2]}\n",
+     r"release.yaml: release 'r': scale_factors: -2 is not a positive"),
+    ("orphan.yaml", "releases:\n  r: {pair: toy2, hook_point: blocks.1.hook_resid_pre, format: native, "
+     "source: {asset: x}}\n", r"release 'r': unknown pair 'toy2'"),
 ])
-def test_bad_registry_files_are_clear_errors(tmp_path, monkeypatch, name: str, content: str | None, error: str):
+def test_bad_registry_files_are_clear_errors(tmp_path, monkeypatch, name: str, content: str | bytes | None,
+                                             error: str):
     path = tmp_path / name
-    if content is not None:
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
         path.write_text(content)
     monkeypatch.setenv("CROSSCODER_REGISTRY", str(path))
     with pytest.raises(RegistryError, match=error):
         registry._read_registry()
+
+
+def test_like_resolves_whatever_the_order(tmp_path, monkeypatch):
+    path = tmp_path / "order.yaml"
+    path.write_text(f"pairs:\n  first: {{{PAIR}, like: second, settings: {{seq_len: 32}}}}\n"
+                    f"  second: {{{PAIR}, like: toy, settings: {{d_hidden: 64}}}}\n")
+    monkeypatch.setenv("CROSSCODER_REGISTRY", str(path))
+    _, pairs, _ = registry._read_registry()
+    assert pairs["first"].settings == {**get_pair("toy").settings, "d_hidden": 64, "seq_len": 32}
+
+
+def test_a_bad_registry_file_fails_import_helpers_only_with_that_clear_error(tmp_path):
+    path = tmp_path / "cycle.yaml"
+    path.write_text(f"pairs:\n  one: {{{PAIR}, like: two}}\n  two: {{{PAIR}, like: one}}\n")
+    done = subprocess.run([sys.executable, "-c", "import helpers; helpers.PAIRS"], capture_output=True, text=True,
+                          env={**os.environ, "CROSSCODER_REGISTRY": str(path)})
+    assert done.returncode == 1
+    last_line = done.stderr.strip().splitlines()[-1]
+    assert last_line.startswith(f"helpers.registry.RegistryError: {path}: pair "), done.stderr
+
+
+@pytest.mark.parametrize(("kwargs", "error"), [
+    ({"name": ""}, "non-empty string"),
+    ({"base": 3}, r"register_pair: pair 'mine': base: 3 is not a string"),
+    ({"min_gpu_gib": "lots"}, r"min_gpu_gib: 'lots' is not a number"),
+    ({"min_gpu_gib": -1}, r"min_gpu_gib: -1 is negative"),
+    ({"settings": {"d_hidden": "big"}}, r"settings: d_hidden: 'big' is not a positive integer"),
+    ({"settings": {"seq_lenn": 3}}, r"unknown knob 'seq_lenn'"),
+    ({"data": "hub"}, r"data: 'hub' is not a mapping"),
+])
+def test_register_pair_checks_every_argument(kwargs, error):
+    arguments = {"name": "mine", "base": "org/base", "chat": "org/chat", "hook_point": "blocks.1.hook_resid_pre"}
+    with pytest.raises(RegistryError, match=error):
+        register_pair(**{**arguments, **kwargs})
+    assert "mine" not in registry.PAIRS
