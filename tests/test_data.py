@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
 from transformers import AutoTokenizer
 
-from helpers.activations.data import HFTokenSource, SourceExhaustedError, ToyTokenSource, format_chat
+from helpers.activations.data import DataRowError, HFTokenSource, SourceExhaustedError, ToyTokenSource, format_chat
 from helpers.toy.shipped import toy_pair_path
 
 
@@ -140,3 +141,53 @@ def test_pretokenised_ids_beyond_the_vocabulary_are_refused(tokenizer, tmp_path)
     ids = _jsonl(tmp_path / "ids.jsonl", [{"input_ids": [1, 2, len(tokenizer) + 5] * 10}])
     with pytest.raises(ValueError, match="beyond the pair's vocabulary"):
         HFTokenSource("json", tokenizer, seq_len=8, data_files=ids)
+
+
+GOOD_CHAT = [{"role": "user", "content": "What does os.path.join do?"}, {"role": "assistant", "content": "Joins."}]
+
+
+@pytest.mark.parametrize(("column", "bad", "problem"), [
+    ("text", "", "row 1: the text is empty"),
+    ("text", None, "row 1: the text is None, not a string"),
+    ("messages", [{"content": "no role"}], "row 1: message 0 has no 'role' string"),
+    ("messages", [{"role": "user"}], "row 1: message 0 has no 'content' string"),
+    ("messages", ["User: hi"], "row 1: message 0 is a str, not a"),
+    ("messages", [], "row 1: a conversation must be a non-empty list"),
+    ("messages", [{"role": "user", "content": " "}], "row 1: every message's content is empty"),
+    ("input_ids", [], "row 1: the row is [], not a non-empty list of token ids"),
+])
+def test_bad_rows_are_refused_with_their_index_and_column_or_skipped_and_counted(tmp_path, tokenizer, capsys,
+                                                                                 column, bad, problem):
+    good = {"text": "def f(x): return x", "messages": GOOD_CHAT,
+            "input_ids": [tokenizer.bos_token_id, *range(5, 40)]}[column]
+    path = _jsonl(tmp_path / "rows.jsonl", [{column: value} for value in [good, bad, good, bad, good] + [good] * 20])
+    with pytest.raises(DataRowError, match=rf"column '{column}', {re.escape(problem)}.*skip_bad_rows=True"):
+        HFTokenSource("json", tokenizer, seq_len=8, column=column, data_files=path).next_batch(12)
+    source = HFTokenSource("json", tokenizer, seq_len=8, column=column, data_files=path, skip_bad_rows=True)
+    batch = source.next_batch(12)
+    assert source.skipped_rows == 2 and "skipped 2 bad row(s)" in capsys.readouterr().out
+    assert batch.shape == (12, 8)
+
+
+def test_no_served_row_is_only_special_tokens(tmp_path, tokenizer):
+    """A dataset whose texts encode to nothing but special tokens yields no rows (before: rows of BOS + EOS)."""
+    specials = "".join(tokenizer.convert_ids_to_tokens([tokenizer.eos_token_id])) * 3
+    path = _jsonl(tmp_path / "special.jsonl", [{"text": specials}] * 40 + [{"text": "def f(x): return x\n" * 8}])
+    source = HFTokenSource("json", tokenizer, seq_len=8, column="text", data_files=path)
+    special = set(tokenizer.all_special_ids)
+    rows = source.next_batch(2)
+    assert all(not set(row[1:].tolist()) <= special for row in rows)
+
+
+def test_format_chat_refuses_malformed_conversations():
+    with pytest.raises(DataRowError, match="message 1 has no 'content'"):
+        format_chat([{"role": "user", "content": "hi"}, {"role": "assistant"}])
+    assert format_chat([{"role": "system", "content": "Be brief."}, *GOOD_CHAT]).startswith("User: What does")
+
+
+def test_hf_source_checks_its_arguments(tokenizer):
+    for kwargs, error in (({"path": ""}, "path must be"), ({"path": "json", "column": ""}, "column must be"),
+                          ({"path": "json", "skip_bad_rows": "yes"}, "skip_bad_rows must be True or False"),
+                          ({"path": "json", "seq_len": 1}, "seq_len")):
+        with pytest.raises((ValueError, TypeError), match=error):
+            HFTokenSource(tokenizer=tokenizer, **kwargs)

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 
@@ -42,29 +43,52 @@ def source_fingerprint(source) -> dict:
     return fingerprint() if callable(fingerprint) else {"class": type(source).__qualname__}
 
 
+class DataRowError(ValueError):
+    """A dataset row that cannot be used: empty, ``None``, or a malformed conversation (the message names the
+    dataset, the column and the row's index)."""
+
+
+def chat_problem(messages: Any) -> str | None:
+    """Why ``messages`` is not a usable conversation (a non-empty list of ``{"role": str, "content": str}``
+    with some content), or ``None`` if it is."""
+    if not isinstance(messages, list | tuple) or not messages:
+        return f"a conversation must be a non-empty list of messages, got {messages!r:.80}"
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict):
+            return f"message {index} is a {type(message).__name__}, not a {{'role', 'content'}} mapping"
+        for key in ("role", "content"):
+            if not isinstance(message.get(key), str):
+                return f"message {index} has no {key!r} string (keys: {sorted(message)})"
+    if not any(message["content"].strip() for message in messages):
+        return "every message's content is empty"
+    return None
+
+
 def format_chat(messages: Sequence[dict]) -> str:
     """A conversation (``[{"role": "user" | "assistant", "content": ...}, ...]``) in the plain template.
 
     ``User: {instruction}\\nAssistant: {completion}\\n`` per turn, as the replication used (not the official
-    Gemma template, which often breaks a base model).
+    Gemma template, which often breaks a base model); other roles (``system``) are left out. A malformed
+    conversation is a ``DataRowError`` saying what is wrong.
     """
-    lines = []
-    for message in messages:
-        role = message.get("role")
-        if role not in ("user", "assistant"):
-            continue
-        lines.append(f"{'User' if role == 'user' else 'Assistant'}: {message['content']}\n")
-    return "".join(lines)
+    problem = chat_problem(messages)
+    if problem:
+        raise DataRowError(problem)
+    return "".join(f"{'User' if m['role'] == 'user' else 'Assistant'}: {m['content']}\n"
+                   for m in messages if m["role"] in ("user", "assistant"))
 
 
-def pack(token_lists: Iterator[list[int]], seq_len: int, bos_id: int) -> Iterator[list[int]]:
-    """Concatenate token lists and cut rows of ``seq_len`` tokens, each starting with BOS."""
+def pack(token_lists: Iterator[list[int]], seq_len: int, bos_id: int,
+         special_ids: frozenset[int] = frozenset()) -> Iterator[list[int]]:
+    """Concatenate token lists and cut rows of ``seq_len`` tokens, each starting with BOS; a row holding nothing
+    but ``special_ids`` (and BOS) is dropped."""
     row: list[int] = [bos_id]
     for tokens in token_lists:
         for token in tokens:
             row.append(token)
             if len(row) == seq_len:
-                yield row
+                if not special_ids.issuperset(row[1:]):
+                    yield row
                 row = [bos_id]
 
 
@@ -160,13 +184,25 @@ class HFTokenSource:
             messages, rendered with ``chat_tokenizer``'s chat template when it has one (the chat model's own,
             as it was fine-tuned on), else with the plain ``format_chat`` template.
         streaming: stream instead of downloading the whole dataset.
+        skip_bad_rows: a row that is empty, ``None``, or a malformed conversation (a message without a role or
+            content, a message that is no mapping) raises ``DataRowError`` naming its index and column; with
+            ``True`` it is skipped instead, the count printed (``skipped_rows`` holds it). A packed row of only
+            special tokens is never served.
     """
 
     def __init__(self, path: str, tokenizer, seq_len: int = 1024, column: str = "input_ids", split: str = "train",
-                 name: str | None = None, data_files=None, streaming: bool = True, chat_tokenizer=None):
+                 name: str | None = None, data_files=None, streaming: bool = True, chat_tokenizer=None,
+                 skip_bad_rows: bool = False):
+        if not isinstance(path, str) or not path:
+            raise ValueError(f"path must be a dataset id or folder, got {path!r}")
+        if not isinstance(column, str) or not column:
+            raise ValueError(f"column must be a column name, got {column!r}")
+        if not isinstance(skip_bad_rows, bool):
+            raise TypeError(f"skip_bad_rows must be True or False, got {skip_bad_rows!r}")
         self.args = dict(path=path, name=name, split=split, data_files=data_files, streaming=streaming)
         self.tokenizer, self.seq_len, self.column = tokenizer, positive_int("seq_len", seq_len, minimum=2), column
         self.chat_tokenizer = chat_tokenizer if getattr(chat_tokenizer, "chat_template", None) else None
+        self.skip_bad_rows, self.skipped_rows = skip_bad_rows, 0
         self.position = 0
         self._rows = self._row_iterator()
 
@@ -187,19 +223,54 @@ class HFTokenSource:
         examples = (row[self.column] for row in itertools.chain([first_row], rows))
         first = first_row[self.column]
         bos = self.tokenizer.bos_token_id
+        special = frozenset(self.tokenizer.all_special_ids)
         if isinstance(first, list) and (not first or isinstance(first[0], int)):
             if first and max(first) >= len(self.tokenizer):
                 raise ValueError(f"dataset {self.args['path']!r} holds token id {max(first)}, beyond the pair's "
                                  f"vocabulary of {len(self.tokenizer)}: it was tokenised with another tokenizer")
-            short = (row for row in examples if len(row) >= self.seq_len)
-            return (row[: self.seq_len] if row[0] == bos else [bos, *row[: self.seq_len - 1]] for row in short)
+            ids = self._checked(examples, self._ids_problem)
+            rows_ = (row[: self.seq_len] if row[0] == bos else [bos, *row[: self.seq_len - 1]]
+                     for row in ids if len(row) >= self.seq_len)
+            return (row for row in rows_ if not special.issuperset(row[1:]))
         if isinstance(first, list):
-            examples = (self.render_chat(messages) for messages in examples)
-        elif not isinstance(first, str):
+            examples = (self.render_chat(messages) for messages in self._checked(examples, chat_problem))
+        elif isinstance(first, str) or first is None:
+            examples = self._checked(examples, self._text_problem)
+        else:
             raise ValueError(f"column {self.column!r} holds {type(first).__name__}; expected token ids, text or chat")
         eos = self.tokenizer.eos_token_id
         token_lists = (self.tokenizer(text, add_special_tokens=False)["input_ids"] + [eos] for text in examples)
-        return pack(token_lists, self.seq_len, bos)
+        return pack(token_lists, self.seq_len, bos, special)
+
+    @staticmethod
+    def _text_problem(text: Any) -> str | None:
+        if not isinstance(text, str):
+            return f"the text is {text!r:.80}, not a string"
+        return None if text.strip() else "the text is empty"
+
+    def _ids_problem(self, ids: Any) -> str | None:
+        if not isinstance(ids, list) or not ids or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+            return f"the row is {ids!r:.80}, not a non-empty list of token ids"
+        if min(ids) < 0 or max(ids) >= len(self.tokenizer):
+            return f"token id {max(ids) if max(ids) >= len(self.tokenizer) else min(ids)} is outside the pair's " \
+                   f"vocabulary of {len(self.tokenizer)}"
+        return None
+
+    def _checked(self, examples: Iterator[Any], problem_of: Callable[[Any], str | None]) -> Iterator[Any]:
+        """The usable examples; a bad one raises ``DataRowError`` with its index, or is skipped and counted."""
+        for index, example in enumerate(examples):
+            problem = problem_of(example)
+            if problem is None:
+                yield example
+                continue
+            where = f"dataset {self.args['path']!r}, column {self.column!r}, row {index}"
+            if not self.skip_bad_rows:
+                raise DataRowError(f"{where}: {problem}. Fix the data, or pass skip_bad_rows=True (in a registered "
+                                   f"pair's data: {{..., skip_bad_rows: true}}) to skip such rows")
+            self.skipped_rows += 1
+            if self.skipped_rows & (self.skipped_rows - 1) == 0:  # 1, 2, 4, 8, ...: a count that never floods
+                print(f"skipped {self.skipped_rows} bad row(s) of dataset {self.args['path']!r} so far "
+                      f"(latest: row {index}: {problem})")
 
     def render_chat(self, messages: Sequence[dict]) -> str:
         """A conversation as text: the chat model's template (its leading BOS left to ``pack``), or ``format_chat``."""
