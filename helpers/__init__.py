@@ -60,7 +60,7 @@ _EXPORTS: dict[str, str] = {
     "new_crosscoder": "training.recipes",
     "crosscoder_for_site": "training.recipes",
     "TokenShard": "activations.data",
-    "TrainConfig": "training.trainer",
+    "TrainConfig": "training.config",
     "LiveTrainingView": "tutorial.live_view",
     "plan_for_pair": "training.gpu_plan",
     "Trainer": "training.trainer",

@@ -50,8 +50,9 @@ class EchoModel(nn.Module):
 class SyntheticSource:
     """Activations ``[n, n_models, d_model]``, a fixed function of their global index (NaN after ``nan_after``)."""
 
-    def __init__(self, n_models: int = 2, d_model: int = 8, nan_after: int | None = None):
+    def __init__(self, n_models: int = 2, d_model: int = 8, nan_after: int | None = None, labels: dict | None = None):
         self.n_models, self.d_model, self.nan_after, self.position = n_models, d_model, nan_after, 0
+        self.labels = labels or {}  # e.g. the models and hook point a real pair's harvest would name
         generator = torch.Generator().manual_seed(0)
         self.basis = torch.randn(32, n_models, d_model, generator=generator)
 
@@ -65,7 +66,8 @@ class SyntheticSource:
         return acts
 
     def fingerprint(self) -> dict:
-        return {"kind": "synthetic", "n_models": self.n_models, "d_model": self.d_model, "nan_after": self.nan_after}
+        return {"kind": "synthetic", "n_models": self.n_models, "d_model": self.d_model, "nan_after": self.nan_after,
+                **self.labels}
 
     def state_dict(self) -> dict:
         return {"position": self.position}

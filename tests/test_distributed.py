@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -81,16 +82,22 @@ def test_disk_cache_shards_split_the_cache(tmp_path):
     assert np.isfinite(whole.numpy()).all()
 
 
+def launch_command(cache: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m",
+            "helpers.training.launch", "train", "--pair", "toy", "--cache", str(cache), "--out", str(out),
+            "--num-tokens", "1024", "--batch-size", "256", "--buffer-tokens", "512", "--d-hidden", "32",
+            "--scale-tokens", "256", "--activation", "batchtopk", "--k", "4"]
+
+
+TOY_LABELS = {"models": ["base", "chat"], "hook_point": "blocks.3.hook_resid_post"}  # what harvesting the toy names
+
+
 def test_command_line_trains_data_parallel_from_a_disk_cache(tmp_path):
     """``torchrun -m helpers.training.launch train --cache``: each rank reads its half; rank 0 writes the checkpoint."""
-    cache = write_disk_cache(SyntheticSource(), tmp_path / "cache", n_tokens=4096, shard_tokens=1024,
-                             storage_dtype="float32")
+    cache = write_disk_cache(SyntheticSource(labels=TOY_LABELS), tmp_path / "cache", n_tokens=4096,
+                             shard_tokens=1024, storage_dtype="float32")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m",
-               "helpers.training.launch", "train", "--pair", "toy", "--cache", str(cache),
-               "--out", str(tmp_path / "run"),
-               "--num-tokens", "1024", "--batch-size", "256", "--buffer-tokens", "512", "--d-hidden", "32",
-               "--scale-tokens", "256", "--activation", "batchtopk", "--k", "4"]
+    command = launch_command(cache, tmp_path / "run")
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     state = torch.load(tmp_path / "run" / "step_0000004" / "trainer_state.pt", weights_only=True)
@@ -98,3 +105,28 @@ def test_command_line_trains_data_parallel_from_a_disk_cache(tmp_path):
     # each rank read its own half of the cache: 256 for the scale factors, then one 512-activation chunk
     assert [s["chunk_start"]["position"] for s in state["buffer_by_rank"]] == [256, 256]
     assert [f["source"]["shard"] for f in state["buffer_fingerprint_by_rank"]] == [[0, 2], [1, 2]]
+
+
+def test_the_launcher_refuses_a_cache_of_another_pair_and_an_occupied_folder_before_any_work(tmp_path):
+    """Before: a cache naming other models trained every step, and the checkpoint claimed the pair's site; an
+    --out holding another run trained every step, then refused to save."""
+    other = write_disk_cache(SyntheticSource(labels={"models": ["a", "b"], "hook_point": "blocks.1.hook_resid_pre"}),
+                             tmp_path / "other", n_tokens=2048, shard_tokens=1024, storage_dtype="float32")
+    started = time.monotonic()
+    one_process = {"cwd": ROOT, "capture_output": True, "text": True, "timeout": 300,
+                   "env": {**os.environ, "OMP_NUM_THREADS": "1"}}
+    done = subprocess.run([sys.executable, *launch_command(other, tmp_path / "run")[5:]], **one_process)
+    assert done.returncode != 0 and "does not cache pair 'toy': models: cached ['a', 'b'], pair ['base', 'chat']; " \
+        "hook_point: cached 'blocks.1.hook_resid_pre'" in done.stderr, done.stderr[-2000:]
+    assert not (tmp_path / "run").exists()
+    occupied = tmp_path / "occupied"
+    (occupied / "step_0000004").mkdir(parents=True)
+    (occupied / "latest.txt").write_text("step_0000004")
+    (occupied / "run.json").write_text('{"run_id": "someone-else"}')
+    toy_cache = write_disk_cache(SyntheticSource(labels=TOY_LABELS), tmp_path / "toy", n_tokens=2048,
+                                 shard_tokens=1024, storage_dtype="float32")
+    done = subprocess.run([sys.executable, *launch_command(toy_cache, occupied)[5:]], **one_process)
+    assert done.returncode != 0 and "holds the checkpoints of another run (someone-else" in done.stderr
+    assert "training crosscoder" not in done.stderr, "refused only after training"
+    assert sorted(p.name for p in occupied.iterdir()) == ["latest.txt", "run.json", "step_0000004"]
+    assert time.monotonic() - started < 120

@@ -19,7 +19,7 @@ SUBPACKAGES: dict[str, list[set[str]]] = {
     "toy": [{"corpus"}, {"organisms"}, {"shipped"}],
     "crosscoder": [{"config"}, {"sparse_step"}, {"model"}, {"checkpoints"}, {"releases"}],
     "activations": [{"sites"}, {"data"}, {"models"}, {"buffer"}, {"diff"}],
-    "training": [{"gpu_plan", "run_folder"}, {"trainer"}, {"recipes"}, {"launch"}],
+    "training": [{"gpu_plan", "run_folder", "config"}, {"trainer"}, {"recipes"}, {"launch"}],
     "analysis": [{"norms"}, {"latents"}, {"behaviour", "scaling"}, {"figures", "detection", "evals", "steering"},
                  {"dashboards", "comparison"}],
     "methods": [{"token_divergence", "difference_lens"}, {"diff_sae"}, {"scoreboard"}],

@@ -41,10 +41,13 @@ class ActivationSource(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
 
-def _model_label(model) -> str:
+def model_label(name: str) -> str:
     """A model's Hub id, or for a local folder its name (so a moved checkout still recognises its caches)."""
-    name = str(getattr(model.cfg, "model_name", type(model).__name__))
     return Path(name).name if Path(name).is_dir() else name
+
+
+def _model_label(model) -> str:
+    return model_label(str(getattr(model.cfg, "model_name", type(model).__name__)))
 
 
 class HarvestingSource:
@@ -212,6 +215,21 @@ def _differences(stored: dict, wanted: dict, prefix: str = "") -> list[str]:
     return found
 
 
+def check_cache_folder(folder: str | Path) -> Path | None:
+    """Whether ``folder`` can take a disk cache, checked before any work: the cache's record (``progress.json``
+    of an unfinished one, ``metadata.json`` of a finished one) if it holds one, ``None`` if it is absent or empty
+    (temporary files of a write that died count as empty); a file, or a folder holding anything else, is refused."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise DiskCacheError(f"{folder} is a file; a disk cache is a folder")
+    for name in ("progress.json", "metadata.json"):
+        if (folder / name).is_file():
+            return folder / name
+    if folder.is_dir() and any(not (p.name.startswith(".") and p.name.endswith(".tmp")) for p in folder.iterdir()):
+        raise DiskCacheError(f"{folder} is not empty and holds no activation cache; refusing to write into it")
+    return None
+
+
 def write_disk_cache(source: ActivationSource, folder: str | Path, n_tokens: int, shard_tokens: int = 262_144,
                      storage_dtype: str = "bfloat16", metadata: dict | None = None) -> Path:
     """Harvest ``n_tokens`` activations once into ``folder`` as memory-mappable ``.npy`` shards.
@@ -227,19 +245,19 @@ def write_disk_cache(source: ActivationSource, folder: str | Path, n_tokens: int
     folder = Path(folder)
     wanted = _cache_fingerprint(source, n_tokens, shard_tokens, storage_dtype)
     progress_file, meta_file = folder / "progress.json", folder / "metadata.json"
-    recorded = progress_file if progress_file.exists() else meta_file if meta_file.exists() else None
+    recorded = check_cache_folder(folder)
     if recorded is not None:
         stored = read_json(recorded).get("fingerprint", {})
         if stored != wanted:
             raise DiskCacheError(f"{folder} is a cache of other activations; refusing to mix them. Differences "
                                  f"(cached -> requested): {_differences(stored, wanted)}. Use another folder.")
-    elif folder.exists() and any(folder.iterdir()):
-        raise DiskCacheError(f"{folder} is not empty and holds no activation cache; refusing to write into it")
     if meta_file.exists():
         return folder  # complete, with these very settings
     folder.mkdir(parents=True, exist_ok=True)
     n_shards = math.ceil(n_tokens / shard_tokens)
-    done = read_json(progress_file) if progress_file.exists() else {"shards": 0}
+    if not progress_file.exists():  # claim the folder before the first shard, so a kill at any moment resumes
+        write_json(progress_file, {"shards": 0, "fingerprint": wanted})
+    done = read_json(progress_file)
     if done["shards"]:
         source.load_state_dict(done["source_state"])
     dtype = parse_dtype(storage_dtype, "storage_dtype")

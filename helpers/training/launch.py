@@ -21,12 +21,21 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..activations.buffer import DiskCacheSource, HarvestingSource, ShufflingBuffer, write_disk_cache
+from ..activations.buffer import (
+    DiskCacheError,
+    DiskCacheSource,
+    HarvestingSource,
+    ShufflingBuffer,
+    check_cache_folder,
+    model_label,
+    write_disk_cache,
+)
 from ..activations.data import TokenShard
-from ..activations.models import load_model_pair
+from ..activations.models import load_model_pair, resolve_model_name
 from ..distributed import end_rank, init_from_env, is_main_process, rank_and_world
-from ..registry import get_pair
+from ..registry import Pair, get_pair
 from .recipes import crosscoder_for_site, make_buffer, token_source_for
+from .run_folder import check_free, latest_checkpoint
 from .trainer import TrainConfig, Trainer
 
 TRAIN_KNOBS = ("d_hidden", "num_tokens", "batch_size", "lr", "l1_coeff", "buffer_tokens", "seq_len", "model_batch")
@@ -45,11 +54,44 @@ def rank_buffer(pair_name: str, settings: dict, cache: str | None, device) -> Sh
                        seed=rank)
 
 
+def check_cache_for_pair(cache: DiskCacheSource, profile: Pair) -> None:
+    """Refuse a disk cache of other models or another hook point than the pair's, before any training (else the
+    checkpoint would claim the pair's site for activations of another)."""
+    cached = cache.fingerprint()
+    wanted = {"models": [model_label(resolve_model_name(name)) for name in profile.model_names],
+              "hook_point": profile.hook_point}
+    differences = [f"{key}: cached {cached.get(key)!r}, pair {value!r}" for key, value in wanted.items()
+                   if cached.get(key) != value]
+    if differences:
+        raise DiskCacheError(f"{cache.folder} does not cache pair {profile.name!r}: {'; '.join(differences)}. "
+                             "Cache the pair with `python -m helpers.training.launch cache --pair ...`, or train "
+                             "the pair the cache holds.")
+
+
+def check_before_work(args: argparse.Namespace) -> None:
+    """Everything the command line can check before loading a model or reading data: the numbers, the output
+    folder (a new run refuses one that holds another run; ``--resume`` needs a checkpoint there), the cache."""
+    for knob in (*TRAIN_KNOBS, "k", "k_start", "scale_tokens", "checkpoint_every", "tokens"):
+        value = getattr(args, knob, None)
+        if value is not None and not isinstance(value, str) and not value > 0:
+            raise SystemExit(f"--{knob.replace('_', '-')} must be positive, got {value}")
+    if args.command == "cache":
+        check_cache_folder(args.out)
+        return
+    if args.resume:
+        latest_checkpoint(args.out)
+    else:
+        check_free(args.out)
+    if args.cache is not None:
+        check_cache_for_pair(DiskCacheSource(args.cache), get_pair(args.pair))
+
+
 def train(args: argparse.Namespace) -> Path | None:
     """Train (or ``--resume``) a crosscoder into ``args.out``; returns its final checkpoint."""
     device = init_from_env()
     profile = get_pair(args.pair)
     settings = profile.settings_with(**{k: v for k in TRAIN_KNOBS if (v := getattr(args, k)) is not None})
+    check_before_work(args)
     buffer = rank_buffer(args.pair, settings, args.cache, device)
     if args.resume:
         trainer = Trainer.resume(args.out, buffer, device)
@@ -73,6 +115,7 @@ def cache(args: argparse.Namespace) -> Path:
     device = init_from_env()
     if rank_and_world()[1] > 1:
         raise SystemExit("write the cache with one process (python -m helpers.training.launch cache ...), not torchrun")
+    check_before_work(args)
     pair = load_model_pair(args.pair, device=device)
     settings = pair.profile.settings_with()
     source = HarvestingSource(pair.models, token_source_for(pair, settings["seq_len"]), pair.hook_point,

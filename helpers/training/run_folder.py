@@ -61,6 +61,22 @@ def run_id_of(root: str | Path) -> str | None:
     return str(read_json(run_file)["run_id"]) if run_file.is_file() else None
 
 
+def check_free(root: str | Path, run_id: str | None = None) -> None:
+    """Refuse ``root`` for a new run (``run_id``) if it is a file or holds another run's checkpoints."""
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise CheckpointDirError(f"{root} is a file; a run's checkpoints need a folder")
+    owner = run_id_of(root) if root.is_dir() else None
+    if owner is None and root.is_dir() and (step_folders(root) or (root / LATEST).exists()):
+        owner = "an unnamed earlier run"
+    if owner is not None and owner != run_id:
+        raise CheckpointDirError(
+            f"{root} holds the checkpoints of another run ({owner}; latest: "
+            f"{(root / LATEST).read_text().strip() if (root / LATEST).exists() else 'none'}). Resume it "
+            "(Trainer.resume(checkpoint_dir, buffer), or --resume on the command line), or give this run an empty "
+            "folder; nothing there was changed.")
+
+
 class RunFolder:
     """The checkpoint folder of the run ``run_id`` (see the module docstring)."""
 
@@ -68,17 +84,9 @@ class RunFolder:
         self.root, self.run_id, self.keep = Path(root), run_id, keep
         self._claimed = False
 
-    def _claim(self) -> None:
-        """Make ``root`` this run's, or refuse a folder with another run's checkpoints in it."""
-        owner = run_id_of(self.root)
-        if owner is None and (step_folders(self.root) or (self.root / LATEST).exists()):
-            owner = "an unnamed earlier run"
-        if owner is not None and owner != self.run_id:
-            raise CheckpointDirError(
-                f"{self.root} holds the checkpoints of another run ({owner}; latest: "
-                f"{(self.root / LATEST).read_text().strip() if (self.root / LATEST).exists() else 'none'}). "
-                "Resume it with Trainer.resume(checkpoint_dir, buffer), or give this run an empty checkpoint_dir; "
-                "nothing there was changed.")
+    def claim(self) -> None:
+        """Make ``root`` this run's (before its first step), or refuse a folder with another run's checkpoints."""
+        check_free(self.root, self.run_id)
         self.root.mkdir(parents=True, exist_ok=True)
         write_json(self.root / RUN_FILE, {"run_id": self.run_id})
         for leftover in [*self.root.glob(".step_*.partial"), *self.root.glob(".step_*.trash")]:
@@ -89,7 +97,7 @@ class RunFolder:
         """Write the checkpoint of ``step`` with ``write_checkpoint(folder)``, point ``latest.txt`` at it, and
         remove this run's checkpoints beyond the newest ``keep``. Returns the checkpoint's folder."""
         if not self._claimed:
-            self._claim()
+            self.claim()
         final = self.root / f"step_{step:07d}"
         if not final.is_dir():
             staging = self.root / f".{final.name}.partial"

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import math
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -46,7 +47,8 @@ from ..distributed import (
 )
 from ..files import read_json, write_json
 from ..registry import model_roles
-from ..validation import optional_positive_int, positive_int, real
+from ..validation import positive_int
+from .config import TrainConfig, check_training_inputs
 from .run_folder import CheckpointDirError, RunFolder, latest_checkpoint, new_run_id, run_id_of
 
 TRAINER_STATE = "trainer_state.pt"
@@ -55,82 +57,6 @@ TRAIN_CONFIG = "train_config.json"
 
 class TrainingDivergedError(RuntimeError):
     """The loss or a gradient became NaN or Inf."""
-
-
-@dataclass
-class TrainConfig:
-    """Everything that fixes a training run (saved with every checkpoint).
-
-    Defaults are the replication's except ``num_tokens``. ``checkpoint_dir`` None disables checkpoints.
-    ``batch_size`` is the global batch: with ``torchrun`` each of the ranks trains on an equal slice of it.
-    """
-
-    num_tokens: int = 10_000_000
-    batch_size: int = 4096
-    lr: float = 5e-5
-    beta1: float = 0.9
-    beta2: float = 0.999
-    l1_coeff: float = 2.0
-    l1_warmup_frac: float = 0.05
-    lr_decay_frac: float = 0.2
-    grad_clip: float = 1.0
-    k_start: int | None = None
-    k_anneal_frac: float = 0.1
-    seed: int = 0
-    log_every: int = 10
-    checkpoint_every: int | None = None
-    checkpoint_dir: str | None = None
-    keep_checkpoints: int = 2
-    wandb_project: str | None = None
-
-    def __post_init__(self) -> None:
-        positive_int("num_tokens", self.num_tokens)
-        positive_int("batch_size", self.batch_size)
-        if self.num_tokens < self.batch_size:
-            raise ValueError(f"num_tokens ({self.num_tokens}) must be at least one batch ({self.batch_size})")
-        real("lr", self.lr, 0, low_open=True)
-        real("beta1", self.beta1, 0, 1, high_open=True)
-        real("beta2", self.beta2, 0, 1, high_open=True)
-        real("l1_coeff", self.l1_coeff, 0)
-        for name in ("l1_warmup_frac", "lr_decay_frac", "k_anneal_frac"):
-            real(name, getattr(self, name), 0, 1)
-        if self.grad_clip is not None:
-            real("grad_clip", self.grad_clip, 0, low_open=True)
-        optional_positive_int("k_start", self.k_start)
-        positive_int("seed", self.seed, minimum=0)
-        positive_int("log_every", self.log_every)
-        optional_positive_int("checkpoint_every", self.checkpoint_every)
-        positive_int("keep_checkpoints", self.keep_checkpoints)
-        if self.checkpoint_dir is not None:
-            if not isinstance(self.checkpoint_dir, (str, Path)) or not str(self.checkpoint_dir):
-                raise ValueError(f"checkpoint_dir must be a folder path or None, got {self.checkpoint_dir!r}")
-            self.checkpoint_dir = str(self.checkpoint_dir)
-
-    @property
-    def total_steps(self) -> int:
-        return max(1, self.num_tokens // self.batch_size)
-
-    def l1_coeff_at(self, step: int) -> float:
-        warmup = max(1, int(self.l1_warmup_frac * self.total_steps))
-        return self.l1_coeff * min(1.0, (step + 1) / warmup)
-
-    def lr_at(self, step: int) -> float:
-        decay_start = int((1 - self.lr_decay_frac) * self.total_steps)
-        if step < decay_start:
-            return self.lr
-        return self.lr * max(0.0, (self.total_steps - step) / max(1, self.total_steps - decay_start))
-
-    def k_at(self, step: int, k_final: int | None) -> int | None:
-        if k_final is None or self.k_start is None:
-            return k_final
-        span = max(1, int(self.k_anneal_frac * self.total_steps))
-        frac = min(1.0, step / span)
-        return int(round(self.k_start + (k_final - self.k_start) * frac))
-
-    @classmethod
-    def from_dict(cls, data: dict) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 class Trainer:
@@ -144,6 +70,7 @@ class Trainer:
     """
 
     def __init__(self, crosscoder: CrossCoder, buffer, cfg: TrainConfig, device: str | torch.device = "cpu"):
+        check_training_inputs(crosscoder, buffer, cfg)
         self.rank, self.world_size = rank_and_world()
         if cfg.batch_size % self.world_size:
             raise ValueError(f"batch_size {cfg.batch_size} is the global batch and must divide evenly over "
@@ -159,20 +86,39 @@ class Trainer:
         self._run_folder: RunFolder | None = None
         self._stop_requested = self._stop_agreed = False
         self._wandb = None
+        self._failed_callbacks: set[str] = set()
         torch.manual_seed(cfg.seed)
 
     # ------------------------------------------------------------------ checkpoints
+
+    def _claim_run_folder(self) -> None:
+        """Make ``checkpoint_dir`` this run's before the first step (rank 0 claims, every rank learns the outcome),
+        so a folder holding another run is refused before any work, not after it."""
+        if not self.cfg.checkpoint_dir or self._run_folder is not None:
+            return
+        refusal = None
+        if self.rank == 0:
+            folder = RunFolder(self.cfg.checkpoint_dir, self.run_id, self.cfg.keep_checkpoints)
+            try:
+                folder.claim()
+                self._run_folder = folder
+            except CheckpointDirError as error:
+                refusal = str(error)
+        refusal = broadcast_object(refusal)
+        if refusal is not None:
+            raise CheckpointDirError(refusal)
+        if self.rank != 0:
+            self._run_folder = RunFolder(self.cfg.checkpoint_dir, self.run_id, self.cfg.keep_checkpoints)
 
     def save_checkpoint(self) -> Path | None:
         """Write ``checkpoint_dir/step_NNNNNNN`` and point ``latest.txt`` at it (``helpers.training.run_folder``)."""
         if not self.cfg.checkpoint_dir:
             return None
+        self._claim_run_folder()
         buffers = gather_objects((self.buffer.state_dict(), source_fingerprint(self.buffer)))
         if self.rank != 0:
             self.last_checkpoint = broadcast_object(None)
             return self.last_checkpoint
-        if self._run_folder is None:
-            self._run_folder = RunFolder(self.cfg.checkpoint_dir, self.run_id, self.cfg.keep_checkpoints)
         not_finite = [name for name, p in self.crosscoder.named_parameters() if not torch.isfinite(p).all()]
         if not_finite:
             raise TrainingDivergedError(f"refusing to checkpoint non-finite weights {not_finite} at step {self.step}; "
@@ -258,8 +204,20 @@ class Trainer:
         }
         self.history.append(record)
         if self._wandb is not None:
-            self._wandb.log(record, step=self.step)
+            self._notify("Weights & Biases logging", lambda: self._wandb.log(record, step=self.step))
         return record
+
+    def _notify(self, name: str, call: Callable[[], object]) -> None:
+        """Run a logging callback. One that raises is reported once and switched off; training goes on, so a
+        broken plot or logger never costs a run."""
+        if name in self._failed_callbacks:
+            return
+        try:
+            call()
+        except Exception as error:  # noqa: BLE001 - any failure of a logger, reported
+            self._failed_callbacks.add(name)
+            print(f"{name} failed at step {self.step} ({type(error).__name__}: {error}); it is switched off for the "
+                  "rest of this run, and training goes on", file=sys.stderr)
 
     def _request_stop(self, signum, frame) -> None:
         """SIGINT handler: the first Ctrl-C stops after the step in progress; a second one stops at once."""
@@ -307,7 +265,8 @@ class Trainer:
             progress.set_postfix(loss=f"{record['loss']:.3g}", l0=f"{record['l0']:.1f}",
                                  fve=f"{record['explained_variance']:.3f}")
             if on_log is not None and self.rank == 0:
-                on_log(record, self.history)
+                self._notify(f"on_log ({getattr(on_log, '__qualname__', type(on_log).__name__)})",
+                             lambda: on_log(record, self.history))
         if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
             self.save_checkpoint()
 
@@ -324,6 +283,9 @@ class Trainer:
         cfg, crosscoder = self.cfg, self.crosscoder
         if steps is not None:
             positive_int("steps", steps)
+        if on_log is not None and not callable(on_log):
+            raise TypeError(f"on_log must be a function (record, history) or None, got {type(on_log).__name__}")
+        self._claim_run_folder()
         end = cfg.total_steps if steps is None else min(cfg.total_steps, self.step + steps)
         if cfg.wandb_project and self._wandb is None and self.rank == 0:
             import wandb
