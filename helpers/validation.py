@@ -6,15 +6,18 @@ import math
 from typing import Any
 
 
-def positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    """``value`` if it is an integer (not a bool) ``>= minimum``; a ``ValueError`` naming ``name`` otherwise."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+def positive_int(name: str, value: Any, minimum: int = 1, maximum: int | None = None) -> int:
+    """``value`` if it is an integer (not a bool) in ``[minimum, maximum]``; a ``ValueError`` naming ``name``
+    otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (maximum is not None
+                                                                                    and value > maximum):
+        bound = f"in [{minimum}, {maximum}]" if maximum is not None else f">= {minimum}"
+        raise ValueError(f"{name} must be an integer {bound}, got {value!r}")
     return value
 
 
-def optional_positive_int(name: str, value: Any, minimum: int = 1) -> int | None:
-    return None if value is None else positive_int(name, value, minimum)
+def optional_positive_int(name: str, value: Any, minimum: int = 1, maximum: int | None = None) -> int | None:
+    return None if value is None else positive_int(name, value, minimum, maximum)
 
 
 def real(name: str, value: Any, low: float = -math.inf, high: float = math.inf, *, low_open: bool = False,
@@ -31,6 +34,20 @@ def real(name: str, value: Any, low: float = -math.inf, high: float = math.inf, 
         interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
         raise ValueError(f"{name} must lie in {interval}, got {value!r}")
     return float(value)
+
+
+def activations(name: str, x: Any, n_models: int, d_model: int, batched: bool = True) -> None:
+    """``x`` must be a floating-point tensor ``[batch, n_models, d_model]`` (``[..., n_models, d_model]`` unless
+    ``batched``); a ``ValueError`` naming ``name`` and the shape otherwise."""
+    import torch
+
+    lead = "batch" if batched else "..."
+    if not isinstance(x, torch.Tensor) or x.ndim < 2 or (batched and x.ndim != 3) or x.shape[-2:] != (n_models,
+                                                                                                       d_model):
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"{name} must have shape [{lead}, {n_models}, {d_model}], got {shape}")
+    if not torch.is_floating_point(x):
+        raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
 
 
 def one_of(name: str, value: Any, choices: tuple) -> Any:

@@ -55,6 +55,10 @@ def check_tokens(model, tokens: torch.Tensor) -> torch.Tensor:
                          + (f" of dtype {tokens.dtype}" if isinstance(tokens, torch.Tensor) else ""))
     if tokens.numel() == 0:
         raise ValueError(f"tokens must not be empty, got shape {tuple(tokens.shape)}")
+    context = getattr(model.cfg, "n_ctx", None)
+    if isinstance(context, int) and tokens.shape[1] > context:
+        raise ValueError(f"sequences of {tokens.shape[1]} tokens are longer than the model's context of {context}; "
+                         "shorten the prompts (positions beyond the context are not what the model learned)")
     vocab = int(model.cfg.d_vocab)
     low, high = int(tokens.min()), int(tokens.max())
     if low < 0 or high >= vocab:

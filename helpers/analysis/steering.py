@@ -16,9 +16,11 @@ from collections.abc import Sequence
 import torch
 
 from ..activations.diff import check_compatible
-from ..activations.models import ModelPair
+from ..activations.models import ModelPair, check_hook_point
+from ..activations.sites import check_tokens
 from ..crosscoder.model import CrossCoder
 from ..toy.corpus import Question
+from ..validation import positive_int, real
 from .behaviour import LogitsFn, compare_refusals, refusal_likelihood
 from .latents import check_latent_ids, encode_tokens
 
@@ -39,6 +41,7 @@ def steered_logits_fn(pair: ModelPair, crosscoder: CrossCoder, latent: int, stre
     if where not in WHERE:
         raise ValueError(f"where must be one of {WHERE}, got {where!r}")
     hook_point = check_compatible(crosscoder, pair)
+    positive_int("vector_model", vector_model, minimum=0, maximum=len(pair.models) - 1)
     vector = latent_direction(crosscoder, latent, vector_model).to(pair.device)
     if where == "all":
         return vector_logits_fn(pair, vector, strength, hook_point, model_index)
@@ -47,7 +50,7 @@ def steered_logits_fn(pair: ModelPair, crosscoder: CrossCoder, latent: int, stre
         fires = encode_tokens(pair, crosscoder, tokens)[..., latent] > 0  # [batch, seq]
         return strength * fires[..., None].to(vector.dtype) * vector
 
-    return _adding(pair, hook_point, model_index, shift)
+    return _adding(pair, hook_point, model_index, shift, strength)
 
 
 def vector_logits_fn(pair: ModelPair, vector: torch.Tensor, strength: float, hook_point: str,
@@ -55,17 +58,27 @@ def vector_logits_fn(pair: ModelPair, vector: torch.Tensor, strength: float, hoo
     """``tokens [batch, seq] -> logits [batch, seq, vocab]`` of model ``model_index`` with ``strength * vector``
     (``[d_model]``, raw activation space) added at ``hook_point`` at every position: steering with any
     direction (a latent's decoder vector, a mean activation difference, a probe)."""
+    d_model = int(pair.models[0].cfg.d_model)
+    if not isinstance(vector, torch.Tensor) or tuple(vector.shape) != (d_model,) or not vector.is_floating_point():
+        shape = tuple(vector.shape) if isinstance(vector, torch.Tensor) else type(vector).__name__
+        raise ValueError(f"vector must be a floating-point tensor [d_model={d_model}], got {shape}")
+    if not torch.isfinite(vector).all():
+        raise ValueError("vector holds NaN or infinite values")
     vector = vector.to(pair.device)
-    return _adding(pair, hook_point, model_index, lambda tokens: strength * vector)
+    return _adding(pair, hook_point, model_index, lambda tokens: strength * vector, strength)
 
 
-def _adding(pair: ModelPair, hook_point: str, model_index: int, shift_for) -> LogitsFn:
-    """A logits function that adds ``shift_for(tokens)`` (broadcast to ``[batch, seq, d_model]``) at the hook."""
+def _adding(pair: ModelPair, hook_point: str, model_index: int, shift_for, strength: float) -> LogitsFn:
+    """A logits function that adds ``shift_for(tokens)`` (broadcast to ``[batch, seq, d_model]``) at the hook;
+    the arguments every steering function shares are checked here, once, before any forward pass."""
+    real("strength", strength)
+    positive_int("model_index", model_index, minimum=0, maximum=len(pair.models) - 1)
+    check_hook_point(pair.models[model_index], hook_point)
     model = pair.models[model_index]
 
     @torch.no_grad()
     def logits(tokens: torch.Tensor) -> torch.Tensor:
-        tokens = tokens.to(pair.device)
+        tokens = check_tokens(model, tokens).to(pair.device)
         shift = shift_for(tokens)
 
         def add(activation: torch.Tensor, hook) -> torch.Tensor:
@@ -82,8 +95,10 @@ def steering_curve(pair: ModelPair, crosscoder: CrossCoder, latent: int, strengt
     ``planted`` and ``other`` (the shares of planted-family and other questions refused by greedy
     generation), their counts, and teacher-forced ``first_token_prob_{planted,other}`` and
     ``refusal_logprob_{planted,other}`` (``helpers.analysis.behaviour.refusal_likelihood``, averaged)."""
-    runs = {float(s): steered_logits_fn(pair, crosscoder, latent, float(s), model_index, vector_model, where)
-            for s in strengths}
+    strengths = [real("strength", s) for s in strengths]
+    if not strengths or not questions:
+        raise ValueError(f"steering_curve needs strengths and questions, got {len(strengths)} and {len(questions)}")
+    runs = {s: steered_logits_fn(pair, crosscoder, latent, s, model_index, vector_model, where) for s in strengths}
     table = compare_refusals(runs, pair.tokenizer, questions, device=str(pair.device))
     for strength, run in runs.items():
         likelihood = refusal_likelihood(run, pair.tokenizer, questions, device=str(pair.device))

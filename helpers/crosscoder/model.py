@@ -8,19 +8,18 @@ Shapes follow the original Gemma-2-2B replication, so its checkpoints load witho
     b_enc  [d_hidden]
     b_dec  [n_models, d_model]
 
-Normalisation. Each model's activations are mapped to the crosscoder's working space by
-``(x - activation_mean[m]) * scale_factors[m]`` (the replication uses a zero mean and a scale that
-brings the mean norm to ``sqrt(d_model)``). The factors are buffers of the crosscoder, saved with it,
-so ``encode`` and ``decode`` take and return *raw* activations unless told ``normalized=True``.
-``fold_scaling()`` folds them into the weights; the crosscoder remembers that it did, so it never
-folds twice, and quantities that depend on the working space (decoder norms, the sparsity weights,
-the BatchTopK selection) are computed exactly as before folding.
+Normalisation. Each model's activations are mapped to the crosscoder's working space by ``(x - activation_mean[m]) *
+scale_factors[m]`` (the replication uses a zero mean and a scale that brings the mean norm to ``sqrt(d_model)``).
+The factors are buffers of the crosscoder, saved with it, so ``encode`` and ``decode`` take and return *raw*
+activations unless told ``normalized=True``. ``fold_scaling()`` folds them into the weights; the crosscoder
+remembers that it did, so it never folds twice, and quantities that depend on the working space (decoder norms, the
+sparsity weights, the BatchTopK selection) are computed exactly as before folding.
 
-Variants (``CrossCoderConfig``): *designated shared* latents decode through one tied vector
-``W_dec_tied [shared_latents, d_model]`` (in the working space, for every model); *dedicated* latents
-decode into their own model only. The decoder every computation uses is ``decoder_weight()``: ``W_dec``
-masked (exclusive latents' other models, and the tied rows, are zero by construction) with the tied
-vectors in place; for the standard crosscoder it is ``W_dec`` itself.
+Variants (``CrossCoderConfig``): *designated shared* latents decode through one tied vector ``W_dec_tied
+[shared_latents, d_model]`` (in the working space, for every model); *dedicated* latents decode into their own model
+only. The decoder every computation uses is ``decoder_weight()``: ``W_dec`` masked (exclusive latents' other models,
+and the tied rows, are zero by construction) with the tied vectors in place; for the standard crosscoder it is
+``W_dec`` itself.
 """
 
 from __future__ import annotations
@@ -32,6 +31,7 @@ import torch
 from torch import nn
 
 from ..distributed import any_over_batch, batch_is_global, batch_world_size, centred_energy, global_top_values
+from ..validation import activations, optional_positive_int, real
 from .config import CrossCoderConfig
 from .sparse_step import batch_top_k, sparse_forward
 
@@ -127,13 +127,7 @@ class CrossCoder(nn.Module):
             self.activation_mean.copy_(mean)
 
     def _check_input(self, x: torch.Tensor, batched: bool = True) -> None:
-        """``x`` must be floating point ``[batch, n_models, d_model]`` (``[..., n_models, d_model]`` unless batched)."""
-        expected, lead = (self.cfg.n_models, self.cfg.d_model), "batch" if batched else "..."
-        if not isinstance(x, torch.Tensor) or x.ndim < 2 or (batched and x.ndim != 3) or x.shape[-2:] != expected:
-            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"activations must have shape [{lead}, {expected[0]}, {expected[1]}], got {shape}")
-        if not torch.is_floating_point(x):
-            raise ValueError(f"activations must be a floating-point tensor, got dtype {x.dtype}")
+        activations("activations", x, self.cfg.n_models, self.cfg.d_model, batched)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """Raw activations ``[..., n_models, d_model]`` -> the crosscoder's working space."""
@@ -317,6 +311,11 @@ class CrossCoder(nn.Module):
         latents only (``helpers.crosscoder.sparse_step``); ``sparse=False`` forces the dense step.
         """
         self._check_input(x)
+        if x.shape[0] * batch_world_size() < 2:
+            raise ValueError(f"losses needs a batch of 2 activations or more (explained variance and aux-k are "
+                             f"relative to its variance), got {x.shape[0]}")
+        real("l1_coeff", l1_coeff, 0)
+        optional_positive_int("k", k, maximum=self.cfg.d_hidden)
         x_norm = x if normalized else self.normalize(x)
         if self.is_folded:
             x_norm = x_norm.to(self.W_enc.dtype)

@@ -35,6 +35,7 @@ from ..analysis.detection import auroc, last_token_activations
 from ..analysis.latents import response_activations
 from ..crosscoder.model import CrossCoder
 from ..toy.organisms import ORGANISMS, Organism, OrganismPrompt, organism_dialogues
+from ..validation import real
 from .difference_lens import activation_difference_lens, lens_probabilities
 from .token_divergence import prompt_kl
 
@@ -53,6 +54,20 @@ class MethodOutput:
     views: list[str]
     names: list[str | None]
     seconds: float
+
+    def __post_init__(self) -> None:
+        where = f"MethodOutput {self.method!r}"
+        if not isinstance(self.scores, torch.Tensor) or self.scores.ndim != 2 or not self.scores.shape[1]:
+            shape = tuple(self.scores.shape) if isinstance(self.scores, torch.Tensor) else type(self.scores).__name__
+            raise ValueError(f"{where}: scores must be [n_prompts, n_items], got {shape}")
+        n_items = self.scores.shape[1]
+        if len(self.views) != n_items or len(self.names) != n_items:
+            raise ValueError(f"{where}: {n_items} items need as many views and names, got {len(self.views)} views "
+                             f"and {len(self.names)} names")
+        outside = [item for item in self.order if not (isinstance(item, int) and 0 <= item < n_items)]
+        if outside:
+            raise ValueError(f"{where}: order names items outside [0, {n_items}): {outside[:5]}")
+        real(f"{where}: seconds", self.seconds, 0)
 
 
 def _short(prompt: str) -> str:
@@ -172,6 +187,13 @@ def scoreboard(outputs: Sequence[MethodOutput], prompts: Sequence[OrganismPrompt
 
     rows = []
     present = [o for o in ORGANISMS if any(p.organism == o.name for p in prompts)]
+    if not outputs or not present:
+        carried = sorted({p.organism for p in prompts} - {None})
+        raise ValueError(f"scoreboard needs method outputs and prompts that carry an organism; got {len(outputs)} "
+                         f"outputs and {len(prompts)} prompts carrying {carried}")
+    wrong = {o.method: o.scores.shape[0] for o in outputs if o.scores.shape[0] != len(prompts)}
+    if wrong:
+        raise ValueError(f"every method must score the {len(prompts)} prompts; these scored other counts: {wrong}")
     for output in outputs:
         for organism in present:
             labels = torch.tensor([p.organism == organism.name for p in prompts])

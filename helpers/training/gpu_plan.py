@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from ..validation import positive_int, real
+
 GIB = 2**30
 CONTEXT_BYTES = int(0.75 * GIB)
 # usable memory of common GPUs (what torch.cuda reports as total), GiB
@@ -40,6 +42,10 @@ class ModelShape:
     d_mlp: int
     n_heads: int
     bytes_per_value: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("n_params", "d_model", "d_mlp", "n_heads", "bytes_per_value"):
+            positive_int(name, getattr(self, name))
 
     @classmethod
     def of(cls, model) -> ModelShape:
@@ -108,6 +114,12 @@ def plan_memory(models: list[ModelShape], d_hidden: int, seq_len: int, batch_siz
     """The plan for ``models`` (base first) and a crosscoder of ``d_hidden`` latents on a GPU of ``gpu_gib``:
     the largest training batch (a power of two, at most ``batch_size``) and then the largest model batch (at
     most ``model_batch``) that fit; ``fits`` is False if even a batch of 256 and one sequence do not."""
+    if not models or not all(isinstance(m, ModelShape) for m in models):
+        raise ValueError(f"models must be a non-empty list of ModelShape, got {models!r:.120}")
+    for name, value in (("d_hidden", d_hidden), ("seq_len", seq_len), ("batch_size", batch_size), ("model_batch",
+                        model_batch), ("buffer_tokens", buffer_tokens), ("storage_bytes", storage_bytes)):
+        positive_int(name, value)
+    real("gpu_gib", gpu_gib, 0, low_open=True)
     n_models, d_model = len(models), models[0].d_model
     fixed = models_bytes(models) + crosscoder_bytes(n_models, d_model, d_hidden) + CONTEXT_BYTES
     budget = int(gpu_gib * GIB)

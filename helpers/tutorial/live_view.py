@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 
 from ..analysis.figures import training_curves
+from ..validation import positive_int, real
 
 
 def in_notebook() -> bool:
@@ -25,13 +26,23 @@ def in_notebook() -> bool:
     return shell is not None and hasattr(shell, "kernel")
 
 
-class LiveTrainingView:
-    """Pass as ``Trainer.train(on_log=LiveTrainingView(total_steps, roles))``; called with each logged
-    record and the history so far (see ``Trainer.history``)."""
+def roles_in(record: dict) -> tuple[str, ...]:
+    """The model roles a training record reports explained variance for (``base``, ``chat``; ``input`` for a
+    one-model dictionary)."""
+    return tuple(key.removeprefix("explained_variance_") for key in record if key.startswith("explained_variance_"))
 
-    def __init__(self, total_steps: int, roles: Sequence[str] = ("base", "chat"), min_seconds: float = 2.0,
+
+class LiveTrainingView:
+    """Pass as ``Trainer.train(on_log=LiveTrainingView(total_steps))``; called with each logged record and the
+    history so far (see ``Trainer.history``). ``roles`` default to those the records report."""
+
+    def __init__(self, total_steps: int, roles: Sequence[str] | None = None, min_seconds: float = 2.0,
                  notebook: bool | None = None):
-        self.total_steps, self.roles, self.min_seconds = total_steps, tuple(roles), min_seconds
+        positive_int("total_steps", total_steps)
+        real("min_seconds", min_seconds, 0)
+        if roles is not None and (isinstance(roles, str) or not all(isinstance(r, str) for r in roles)):
+            raise ValueError(f"roles must be a list of model roles such as ['base', 'chat'], got {roles!r}")
+        self.total_steps, self.roles, self.min_seconds = total_steps, tuple(roles or ()), min_seconds
         self.notebook = in_notebook() if notebook is None else notebook
         self._handle = None
         self._next_update = -float("inf")
@@ -39,9 +50,14 @@ class LiveTrainingView:
 
     def line(self, record: dict) -> str:
         """One record as text: step, loss, L0, explained variance per model, dead fraction."""
-        fve = " ".join(f"{role} {record[f'explained_variance_{role}']:.3f}" for role in self.roles)
+        fve = " ".join(f"{role} {record[f'explained_variance_{role}']:.3f}" for role in self.roles_of(record))
         return (f"step {record['step']:>6}/{self.total_steps} | loss {record['loss']:.4g} | L0 {record['l0']:.1f} | "
                 f"FVE {fve} | dead {record['dead_fraction']:.1%}")
+
+    def roles_of(self, record: dict) -> tuple[str, ...]:
+        """The roles given, where the record reports them all; else the record's own."""
+        reported = roles_in(record)
+        return self.roles if self.roles and set(self.roles) <= set(reported) else reported
 
     @staticmethod
     def mime_bundle(figure) -> dict:
@@ -70,7 +86,7 @@ class LiveTrainingView:
             return
         from IPython.display import display
 
-        bundle = self.mime_bundle(training_curves(history, self.roles, title=self.line(record)))
+        bundle = self.mime_bundle(training_curves(history, self.roles_of(record), title=self.line(record)))
         if self._handle is None:
             self._handle = display(bundle, raw=True, display_id=True)
         else:

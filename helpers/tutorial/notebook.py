@@ -94,8 +94,14 @@ def _has_hub_token() -> bool:
 
 
 def choose_pair(override: str | None = None) -> str:
-    """The pair a notebook runs on: ``CROSSCODER_PAIR``, else ``override``, else the best that fits here."""
-    choice = os.environ.get("CROSSCODER_PAIR") or override
+    """The pair a notebook runs on: ``override`` (the notebook's ``PAIR``: a choice written in the notebook wins),
+    else ``CROSSCODER_PAIR``, else the best that fits here."""
+    if override is not None and (not isinstance(override, str) or not override):
+        raise RegistryError(f"PAIR must be a registered pair's name or None, got {override!r}")
+    environment = os.environ.get("CROSSCODER_PAIR")
+    if override and environment and environment != override:
+        print(f"PAIR = {override!r} in the notebook wins over CROSSCODER_PAIR={environment!r}")
+    choice = override or environment
     if choice:
         if choice not in PAIRS:
             raise RegistryError(f"unknown pair {choice!r}; choose one of {sorted(PAIRS)} or register your own "
