@@ -50,6 +50,24 @@ def activations(name: str, x: Any, n_models: int, d_model: int, batched: bool = 
         raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
 
 
+def instance(name: str, value: Any, kind: type | tuple[type, ...]) -> Any:
+    """``value`` if it is a ``kind``; a ``TypeError`` naming ``name``, the expected and the given type otherwise."""
+    if not isinstance(value, kind):
+        expected = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+        raise TypeError(f"{name} must be a {expected}, got {type(value).__name__}")
+    return value
+
+
+def non_empty(name: str, values: Any) -> list:
+    """``values`` as a list if there is at least one; a ``ValueError`` naming ``name`` otherwise."""
+    if isinstance(values, str | bytes) or not hasattr(values, "__iter__"):
+        raise TypeError(f"{name} must be a list, got {type(values).__name__}")
+    values = list(values)
+    if not values:
+        raise ValueError(f"{name} must not be empty")
+    return values
+
+
 def one_of(name: str, value: Any, choices: tuple) -> Any:
     if value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")

@@ -16,6 +16,7 @@ import torch
 from ..crosscoder.model import CrossCoder
 from ..crosscoder.releases import load_release
 from ..registry import Pair, RegistryError, Release, get_pair, get_release
+from ..validation import instance
 from .models import ModelPair, load_model_pair
 
 
@@ -26,6 +27,8 @@ class HookPointMismatchError(ValueError):
 def check_compatible(crosscoder: CrossCoder, pair: ModelPair) -> str:
     """Raise ``HookPointMismatchError`` unless ``crosscoder`` reads ``pair`` at the pair's hook point with
     the pair's width and number of models; returns that hook point."""
+    instance("crosscoder", crosscoder, CrossCoder)
+    instance("pair", pair, ModelPair)
     hook_point = crosscoder.cfg.hook_point
     if not hook_point:
         raise HookPointMismatchError(

@@ -20,6 +20,8 @@ from contextlib import contextmanager
 
 import torch
 
+from ..validation import non_empty
+
 Replacement = torch.Tensor | Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -82,6 +84,9 @@ def run_to_site(model, tokens: torch.Tensor, hook_point: str) -> torch.Tensor:
 def harvest(models: list, tokens: torch.Tensor, hook_point: str) -> torch.Tensor:
     """Activations of all ``models`` at ``hook_point``: ``[batch, seq, n_models, d_model]`` (float32) for
     tokens ``[batch, seq]``."""
+    models = non_empty("models", models)
+    if not isinstance(hook_point, str) or hook_point not in models[0].hook_dict:
+        raise ValueError(f"hook_point {hook_point!r} is not a hook of these {models[0].cfg.n_layers}-layer models")
     return torch.stack([run_to_site(model, tokens, hook_point).float() for model in models], dim=2)
 
 

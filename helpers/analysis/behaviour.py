@@ -15,6 +15,7 @@ import torch
 from ..activations.data import prompts_by_length
 from ..toy.corpus import REFUSAL, Question, questions
 from ..toy.organisms import ORGANISMS, OrganismPrompt
+from ..validation import non_empty, one_of, positive_int
 
 LogitsFn = Callable[[torch.Tensor], torch.Tensor]
 REFUSAL_PREFIX = REFUSAL[:12]
@@ -26,6 +27,10 @@ def greedy_continuations(
 ) -> list[str]:
     """Greedy-decode up to ``max_new_tokens`` after each prompt, stopping a continuation at the tokenizer's EOS
     (not included); prompts of equal token length share a batch, which stops when every row has ended."""
+    if not callable(logits_fn):
+        raise TypeError(f"logits_fn must be a function tokens [batch, seq] -> logits, got {type(logits_fn).__name__}")
+    prompts = non_empty("prompts", prompts)
+    positive_int("max_new_tokens", max_new_tokens)
     eos = tokenizer.eos_token_id
     outputs: list[str] = [""] * len(prompts)
     for indices, tokens in prompts_by_length(tokenizer, prompts, device):
@@ -106,6 +111,8 @@ def compare_refusals(runs: dict[str, LogitsFn], tokenizer, questions: Sequence[Q
     ``n_other``)."""
     import pandas as pd
 
+    if not isinstance(runs, dict) or not runs:
+        raise ValueError(f"runs must be a non-empty {{name: logits_fn}} dict, got {runs!r:.80}")
     return pd.DataFrame({name: asdict(refusal_rates(fn, tokenizer, questions, device)) for name, fn in runs.items()}).T
 
 
@@ -135,6 +142,8 @@ def refusal_likelihood(logits_fn: LogitsFn, tokenizer, questions: Sequence[Quest
 
 def evaluation_questions(split: str = "heldout", n_other: int = 200, seed: int = 0) -> list[Question]:
     """Every planted-family question of ``split`` plus ``n_other`` others drawn with a fixed seed."""
+    one_of("split", split, ("train", "heldout"))
+    positive_int("n_other", n_other, minimum=0)
     pool = questions(split)  # type: ignore[arg-type]
     planted = [q for q in pool if q.planted]
     others = [q for q in pool if not q.planted]

@@ -25,6 +25,8 @@ def compare_crosscoders(pair: ModelPair, crosscoders: dict[str, CrossCoder], n_t
     """One row per crosscoder (a pandas DataFrame indexed by name), measured on the same activations."""
     import pandas as pd
 
+    if not isinstance(crosscoders, dict) or not crosscoders:
+        raise ValueError(f"crosscoders must be a non-empty {{name: CrossCoder}} dict, got {crosscoders!r:.80}")
     for crosscoder in crosscoders.values():
         check_compatible(crosscoder, pair)
     batches = list(activation_batches(pair, n_tokens, seq_len=seq_len, seed=5))

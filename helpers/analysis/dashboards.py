@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from ..activations.models import ModelPair
 from ..crosscoder.model import CrossCoder
+from ..validation import non_empty
 from .latents import check_latent_ids, scan_latents
 
 TEMPLATE = Path(__file__).parents[1] / "templates" / "dashboard.html"
@@ -234,6 +235,9 @@ def render_html(dashboards: Sequence[LatentDashboard], title: str = "Crosscoder 
 
 def save_html(dashboards: Sequence[LatentDashboard], path: str | Path, **kwargs) -> Path:
     """Write ``render_html`` to ``path`` (UTF-8) and return it."""
+    dashboards = non_empty("dashboards", dashboards)
+    if not all(isinstance(d, LatentDashboard) for d in dashboards):
+        raise TypeError("dashboards must be gather_dashboards' LatentDashboard objects")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_html(dashboards, **kwargs), encoding="utf-8")

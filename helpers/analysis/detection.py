@@ -17,6 +17,7 @@ import torch
 from ..activations.data import prompts_by_length
 from ..activations.models import ModelPair
 from ..crosscoder.model import CrossCoder
+from ..validation import non_empty
 from .behaviour import evaluation_questions
 from .latents import response_activations
 
@@ -96,6 +97,11 @@ def probe_auroc_by_site(pair: ModelPair, fit_prompts: Sequence[str], fit_labels:
 
     fit_y = torch.as_tensor(fit_labels, dtype=torch.bool)
     test_y = torch.as_tensor(test_labels, dtype=torch.bool)
+    for name, prompts, labels in (("fit", fit_prompts, fit_y), ("test", test_prompts, test_y)):
+        if len(prompts) != len(labels) or labels.all() or not labels.any():
+            raise ValueError(f"{name}_labels must label each of the {len(prompts)} {name} prompts, with both classes "
+                             f"present; got {len(labels)} labels, {int(labels.sum())} True")
+    hook_points = non_empty("hook_points", hook_points)
     fit = last_token_activations(pair, fit_prompts, hook_points)
     test = last_token_activations(pair, test_prompts, hook_points)
     rows = {}

@@ -29,6 +29,7 @@ from ..activations.models import ModelPair
 from ..activations.sites import SplicedRunner, kl_divergence, log_probs, next_token_loss
 from ..crosscoder.model import CrossCoder
 from ..registry import model_roles
+from ..validation import instance, positive_int, real
 from .latents import check_latent_ids, encode_positions, latent_contributions
 
 DENSE_FREQUENCY = 0.1
@@ -78,6 +79,8 @@ def reconstruction_metrics(crosscoder: CrossCoder, activation_batches: Iterable[
     ``ReconstructionMetrics``)."""
     import pandas as pd
 
+    instance("crosscoder", crosscoder, CrossCoder)
+    real("dense_frequency", dense_frequency, 0, 1, low_open=True)
     roles = model_roles(crosscoder.cfg.n_models)
     device = crosscoder.W_enc.device
     has_decoder = (crosscoder.decoder_norms() > 0).float()  # [d_hidden, n_models]
@@ -189,6 +192,8 @@ def replication_table(metrics: ReconstructionMetrics, splices, label: str = "thi
     underneath when ``include_published``."""
     import pandas as pd
 
+    instance("metrics", metrics, ReconstructionMetrics)
+    instance("splices", splices, pd.DataFrame)
     if list(splices.index) != ["base", "chat"] or list(metrics.per_model.index) != ["base", "chat"]:
         raise ValueError(f"replication_table compares a base and a chat model, got {list(splices.index)}")
     row = {"L0": metrics.l0,
@@ -246,7 +251,14 @@ def causal_summary(effects, classes) -> dict[str, float]:
     ``KL(chat) / KL(base)`` over chat-only latents (well above 1 = the latent matters to the chat model
     only); ``chat_only_chat_larger``: the share of chat-only latents whose chat KL is the larger.
     """
+    import pandas as pd
+
     base_col, chat_col = "kl_base", "kl_chat"
+    instance("effects", effects, pd.DataFrame)
+    instance("classes", classes, pd.Series)
+    if not {base_col, chat_col} <= set(effects.columns):
+        raise ValueError(f"effects must be latent_ablation_effects of two models ({base_col}, {chat_col}), got "
+                         f"columns {list(effects.columns)}")
     fired = effects.dropna(subset=[base_col, chat_col])
     labels = classes.reindex(fired.index)
     shared = fired[labels == "shared"]
@@ -276,6 +288,7 @@ def ablated_logits_fn(pair: ModelPair, crosscoder: CrossCoder, latents: Sequence
         raise ValueError(f"mode must be 'contribution' or 'direction', got {mode!r}")
     hook_point = check_compatible(crosscoder, pair)
     ids = check_latent_ids(crosscoder, latents).tolist()
+    positive_int("model_index", model_index, minimum=0, maximum=len(pair.models) - 1)
 
     @torch.no_grad()
     def logits(tokens: torch.Tensor) -> torch.Tensor:

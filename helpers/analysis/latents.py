@@ -22,6 +22,7 @@ from ..activations.diff import check_compatible
 from ..activations.models import ModelPair
 from ..activations.sites import harvest
 from ..crosscoder.model import CrossCoder
+from ..validation import instance, non_empty, positive_int
 
 TEMPLATE_MARKERS = ("User:", "\nAssistant:")
 
@@ -58,6 +59,8 @@ def response_activations(pair: ModelPair, crosscoder: CrossCoder, prompts: Seque
 
     Prompts of equal token length run as one batch, so no padding enters the models.
     """
+    prompts = non_empty("prompts", prompts)
+    check_compatible(crosscoder, pair)
     result = torch.zeros(len(prompts), crosscoder.cfg.d_hidden)
     for indices, tokens in prompts_by_length(pair.tokenizer, prompts, pair.device):
         result[indices] = encode_tokens(pair, crosscoder, tokens)[:, -1].float().cpu()
@@ -116,6 +119,8 @@ class TopActivations:
 def top_activations(pair: ModelPair, crosscoder: CrossCoder, token_batches: Iterable[torch.Tensor],
                     latents: Sequence[int], n_top: int = 20) -> TopActivations:
     """Each latent's ``n_top`` strongest activations over a stream of token batches ``[batch, seq]``."""
+    positive_int("n_top", n_top)
+    latents = check_latent_ids(crosscoder, latents).tolist()
     values = torch.zeros(len(latents), n_top)
     flat_positions = torch.zeros(len(latents), n_top, dtype=torch.long)
     seen_rows: list[torch.Tensor] = []
@@ -135,6 +140,9 @@ def top_activations(pair: ModelPair, crosscoder: CrossCoder, token_batches: Iter
 
 def template_mask(tokens: torch.Tensor, tokenizer, markers: Sequence[str] = TEMPLATE_MARKERS) -> torch.Tensor:
     """Bool ``[batch, seq]``: which tokens belong to a chat-template marker (``User:``, ``\\nAssistant:``)."""
+    if not isinstance(tokens, torch.Tensor) or tokens.ndim != 2 or tokens.is_floating_point():
+        shape = tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
+        raise ValueError(f"tokens must be an integer tensor [batch, seq], got {shape}")
     mask = torch.zeros_like(tokens, dtype=torch.bool)
     for marker in markers:
         pattern = torch.tensor(tokenizer(marker, add_special_tokens=False)["input_ids"], device=tokens.device)
@@ -151,6 +159,7 @@ def template_mask(tokens: torch.Tensor, tokenizer, markers: Sequence[str] = TEMP
 def template_share(top: TopActivations, tokenizer) -> torch.Tensor:
     """Per latent, the share of its (non-zero) top activations that sit on chat-template tokens, ``[L]``;
     NaN for a latent that never fired."""
+    instance("top", top, TopActivations)
     on_template = template_mask(top.tokens, tokenizer)[top.positions[..., 0], top.positions[..., 1]]  # [L, n_top]
     fired = top.values > 0
     return (on_template & fired).sum(1).float() / fired.sum(1).float()

@@ -20,13 +20,25 @@ from dataclasses import dataclass
 import torch
 
 from ..crosscoder.model import CrossCoder
+from ..validation import instance, positive_int
 
 CLASSES = ("shared", "base-only", "chat-only", "dead", "unclassified")
+
+
+def check_models(crosscoder: CrossCoder, model_a: int, model_b: int) -> None:
+    """``crosscoder`` a CrossCoder, and ``model_a`` / ``model_b`` two different indices of its models."""
+    instance("crosscoder", crosscoder, CrossCoder)
+    last = crosscoder.cfg.n_models - 1
+    positive_int("model_a", model_a, minimum=0, maximum=last)
+    positive_int("model_b", model_b, minimum=0, maximum=last)
+    if model_a == model_b:
+        raise ValueError(f"model_a and model_b must differ, got {model_a} for both")
 
 
 @torch.no_grad()
 def relative_norms(crosscoder: CrossCoder, model_a: int = 0, model_b: int = 1) -> torch.Tensor:
     """``||d_B|| / (||d_A|| + ||d_B||)`` per latent, ``[d_hidden]``; NaN where both norms are 0."""
+    check_models(crosscoder, model_a, model_b)
     norms = crosscoder.decoder_norms().float()
     a, b = norms[:, model_a], norms[:, model_b]
     return b / (a + b)
@@ -35,6 +47,7 @@ def relative_norms(crosscoder: CrossCoder, model_a: int = 0, model_b: int = 1) -
 @torch.no_grad()
 def delta_norms(crosscoder: CrossCoder, model_a: int = 0, model_b: int = 1) -> torch.Tensor:
     """Minder et al.'s ``((||d_B|| - ||d_A||) / max(||d_A||, ||d_B||) + 1) / 2``, ``[d_hidden]``."""
+    check_models(crosscoder, model_a, model_b)
     norms = crosscoder.decoder_norms().float()
     a, b = norms[:, model_a], norms[:, model_b]
     return ((b - a) / torch.maximum(a, b) + 1) / 2
@@ -43,6 +56,7 @@ def delta_norms(crosscoder: CrossCoder, model_a: int = 0, model_b: int = 1) -> t
 @torch.no_grad()
 def decoder_cosines(crosscoder: CrossCoder, model_a: int = 0, model_b: int = 1) -> torch.Tensor:
     """Cosine between each latent's decoder vectors in the two models, ``[d_hidden]``."""
+    check_models(crosscoder, model_a, model_b)
     vectors = crosscoder.decoder_vectors(normalized=True).float()
     return torch.nn.functional.cosine_similarity(vectors[:, model_a], vectors[:, model_b], dim=-1)
 
@@ -50,6 +64,7 @@ def decoder_cosines(crosscoder: CrossCoder, model_a: int = 0, model_b: int = 1) 
 @torch.no_grad()
 def encoder_cosines(crosscoder: CrossCoder, model_a: int = 0, model_b: int = 1) -> torch.Tensor:
     """Cosine between each latent's encoder vectors in the two models, ``[d_hidden]``."""
+    check_models(crosscoder, model_a, model_b)
     w_enc = crosscoder.W_enc.float()  # [n_models, d_model, d_hidden]
     return torch.nn.functional.cosine_similarity(w_enc[model_a], w_enc[model_b], dim=0)
 
@@ -120,6 +135,13 @@ def latent_table(crosscoder: CrossCoder, statistics: LatentStatistics | None = N
     """
     import pandas as pd
 
+    check_models(crosscoder, model_a, model_b)
+    if statistics is not None:
+        instance("statistics", statistics, LatentStatistics)
+        if statistics.frequency.shape != (crosscoder.cfg.d_hidden,):
+            raise ValueError(f"statistics cover {tuple(statistics.frequency.shape)} latents, the crosscoder has "
+                             f"{crosscoder.cfg.d_hidden}: were they gathered with another crosscoder?")
+    instance("thresholds", thresholds, Thresholds)
     norms = crosscoder.decoder_norms().float().detach().cpu()
     table = pd.DataFrame({
         "norm_base": norms[:, model_a].numpy(),
@@ -161,6 +183,8 @@ def classify(table, thresholds: Thresholds = Thresholds()):
 
 def taxonomy_counts(table) -> dict[str, int]:
     """``{class: number of latents}`` for every class in ``CLASSES`` (zeros included)."""
+    if "class" not in getattr(table, "columns", ()):
+        raise TypeError(f"table must be a latent_table (a DataFrame with a 'class' column), got {type(table).__name__}")
     counts = table["class"].value_counts()
     return {name: int(counts.get(name, 0)) for name in CLASSES}
 

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from ..crosscoder.model import CrossCoder
 from ..registry import model_roles
+from ..validation import real
 from .latents import check_latent_ids
 
 TARGETS = ("activation", "error", "reconstruction")
@@ -123,6 +124,12 @@ def scaling_flags(scaling_table, classes=None, nu_err_max: float = NU_ERR_MAX, n
     ``chat_specific``: neither, and (when ``classes``, a Series of taxonomy classes, is given) chat-only.
     Latents that never fired have NaN ratios and are never chat-specific.
     """
+    real("nu_err_max", nu_err_max, 0, low_open=True)
+    real("nu_rec_max", nu_rec_max, 0, low_open=True)
+    missing = {"nu_err", "nu_rec"} - set(getattr(scaling_table, "columns", ()))
+    if missing:
+        raise TypeError(f"scaling_table must be a latent_scaling table (with nu_err and nu_rec), got "
+                        f"{type(scaling_table).__name__} lacking {sorted(missing)}")
     flagged = scaling_table.copy()
     flagged["complete_shrinkage"] = flagged["nu_err"] >= nu_err_max
     flagged["latent_decoupling"] = flagged["nu_rec"] >= nu_rec_max

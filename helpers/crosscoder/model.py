@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from ..distributed import any_over_batch, batch_is_global, batch_world_size, centred_energy, global_top_values
-from ..validation import activations, optional_positive_int, real
+from ..validation import activations, instance, optional_positive_int, real
 from .config import CrossCoderConfig
 from .sparse_step import batch_top_k, sparse_forward
 
@@ -66,7 +66,7 @@ class CrossCoder(nn.Module):
 
     def __init__(self, cfg: CrossCoderConfig):
         super().__init__()
-        self.cfg = cfg
+        self.cfg = instance("cfg", cfg, CrossCoderConfig)
         n, d, h = cfg.n_models, cfg.d_model, cfg.d_hidden
         generator = torch.Generator().manual_seed(cfg.seed)
         w_dec = torch.randn(h, n, d, generator=generator)

@@ -39,8 +39,12 @@ def _looks_local(name: str) -> bool:
     return "/" in name and Path(first).is_dir() and name not in RELEASES
 
 
-def release_folder(release: Release, revision: str | None = None) -> Path:
-    """The local folder of a release's checkpoint: its packaged asset, or a Hub download (cache first)."""
+def release_folder(release: Release | str, revision: str | None = None) -> Path:
+    """The local folder of a release's checkpoint (a ``Release`` or its name): its packaged asset, or a Hub
+    download (cache first)."""
+    release = get_release(release) if isinstance(release, str) else release
+    if not isinstance(release, Release):
+        raise TypeError(f"release must be a Release or a release's name, got {type(release).__name__}")
     if release.asset_path is None:
         return download_checkpoint(release.repo_id, release.subfolder, release.format, revision)  # type: ignore[arg-type]
     weights = release.asset_path / FORMAT_FILES[release.format][1]

@@ -24,12 +24,16 @@ from ..files import MissingAssetError
 from ..registry import ASSETS
 from ..training.recipes import TOY_RELEASE_TRAINING, crosscoder_for_site, token_source_for
 from ..training.trainer import TrainConfig, Trainer
+from ..validation import positive_int
 
 
 class DifferenceSource:
     """``chat - base`` of a paired source's activations: ``[n, 1, d_model]`` (models 1 minus 0)."""
 
     def __init__(self, paired: ActivationSource):
+        if not callable(getattr(paired, "next_activations", None)):
+            raise TypeError(f"paired must serve next_activations(n) -> [n, 2, d_model] (a HarvestingSource or "
+                            f"DiskCacheSource of a pair), got {type(paired).__name__}")
         self.paired = paired
 
     def next_activations(self, n: int) -> torch.Tensor:
@@ -50,6 +54,9 @@ def new_diff_sae(model_names: list[str], hook_point: str, source: DifferenceSour
                  scale_tokens: int = 50_000, **cfg_kwargs) -> CrossCoder:
     """A fresh BatchTopK SAE of ``d_hidden`` latents for the differences ``source`` serves at ``hook_point``,
     normalised from ``scale_tokens`` of them (its one "model" is named ``chat - base``)."""
+    if len(model_names) != 2:
+        raise ValueError(f"model_names must name the base and the chat model, got {model_names!r}")
+    positive_int("k", k, maximum=d_hidden)
     name = f"{model_names[1]} - {model_names[0]}"
     return crosscoder_for_site([name], hook_point, source, scale_tokens, d_hidden=d_hidden, activation="batchtopk",
                                k=k, **cfg_kwargs)

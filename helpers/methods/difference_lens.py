@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from ..activations.models import ModelPair
 from ..activations.sites import harvest
 from ..analysis.steering import vector_logits_fn
+from ..validation import instance, positive_int
 
 
 @dataclass
@@ -65,6 +66,8 @@ def activation_difference_lens(pair: ModelPair, token_batches: Iterable[torch.Te
     """The mean ``chat - base`` activation at each of the first ``n_positions`` positions of the text samples in
     ``token_batches`` (``[batch, seq >= n_positions]`` each, starting with BOS), at ``hook_point`` (default:
     the pair's site)."""
+    instance("pair", pair, ModelPair)
+    positive_int("n_positions", n_positions)
     hook_point = hook_point or pair.hook_point
     total, count = None, 0
     for tokens in tqdm(token_batches, desc="activation differences", disable=not progress):

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from ..activations.data import prompts_by_length
 from ..activations.models import ModelPair
 from ..activations.sites import check_tokens, kl_divergence, log_probs
+from ..validation import non_empty
 
 
 @dataclass
@@ -61,6 +62,7 @@ def token_kl(pair: ModelPair, token_batches: Iterable[torch.Tensor], progress: b
 def prompt_kl(pair: ModelPair, prompts: Sequence[str]) -> torch.Tensor:
     """``KL(chat || base)`` of the next token after each prompt (its last position), ``[n_prompts]``: how much
     the fine-tune changed what comes next, e.g. right after ``Assistant:``."""
+    prompts = non_empty("prompts", prompts)
     values = torch.empty(len(prompts))
     for indices, tokens in prompts_by_length(pair.tokenizer, prompts, device=pair.device):
         values[indices] = token_kl(pair, [tokens], progress=False).kl[:, -1]

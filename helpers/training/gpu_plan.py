@@ -27,6 +27,7 @@ import torch
 from ..validation import positive_int, real
 
 GIB = 2**30
+PLAN_KNOBS = ("d_hidden", "seq_len", "batch_size", "model_batch", "buffer_tokens")  # plan_memory's, in order
 CONTEXT_BYTES = int(0.75 * GIB)
 # usable memory of common GPUs (what torch.cuda reports as total), GiB
 KNOWN_GPUS = {"T4 16 GB (Colab)": 14.7, "L4 24 GB": 22.0, "A100 40 GB": 39.4, "A100 80 GB": 79.1,
@@ -153,13 +154,15 @@ def plan_for_pair(pair, settings: dict, gpus: dict[str, float] | None = None, bf
     one, and ``KNOWN_GPUS``. ``bf16_models`` plans for the models in bfloat16, as on a GPU."""
     import pandas as pd
 
+    missing = [knob for knob in PLAN_KNOBS if knob not in settings]
+    if missing:
+        raise ValueError(f"settings lacks {missing}; give the pair's knobs (pair.profile.settings_with())")
     shapes = [ModelShape.of(model) for model in pair.models]
     if bf16_models:
         shapes = [ModelShape(s.n_params, s.d_model, s.d_mlp, s.n_heads, 2) for s in shapes]
     gpus = dict(KNOWN_GPUS if gpus is None else gpus)
     if (here := detected_gpu_gib()) is not None:
         gpus = {f"this GPU ({torch.cuda.get_device_name(0)})": here, **gpus}
-    rows = {name: plan_memory(shapes, settings["d_hidden"], settings["seq_len"], settings["batch_size"],
-                              settings["model_batch"], settings["buffer_tokens"], gib).as_dict()
+    rows = {name: plan_memory(shapes, *(settings[knob] for knob in PLAN_KNOBS), gib).as_dict()
             for name, gib in gpus.items()}
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("gpu")

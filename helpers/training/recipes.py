@@ -19,6 +19,7 @@ from ..activations.models import ModelPair, ModelPairError, check_same_tokenizer
 from ..crosscoder.checkpoints import save
 from ..crosscoder.model import CrossCoder, CrossCoderConfig
 from ..registry import get_release
+from ..validation import instance, positive_int
 from .trainer import TrainConfig, Trainer
 
 TOY_RELEASE_TRAINING = dict(num_tokens=1_228_800, batch_size=2048, lr=2e-3, l1_coeff=2.0, log_every=20)
@@ -79,6 +80,8 @@ def token_source_for(pair: ModelPair, seq_len: int, seed: int = 0):
     with the chat model's own chat template, are mixed ``1 - chat_fraction`` : ``chat_fraction`` as in the
     replication; a text (or chat) dataset alone is used as it is.
     """
+    instance("pair", pair, ModelPair)
+    positive_int("seq_len", seq_len, minimum=2)
     if pair.profile is None:
         raise ValueError(f"{pair.name} is not a registered pair, so it names no data; build a token source "
                          "yourself (helpers.activations.data.HFTokenSource) or register the pair with data=...")
@@ -120,6 +123,8 @@ def make_buffer(pair: ModelPair, token_source, buffer_tokens: int, storage_dtype
 def new_crosscoder(pair: ModelPair, buffer: ShufflingBuffer, scale_tokens: int = 50_000, **cfg_kwargs) -> CrossCoder:
     """A freshly initialised crosscoder for ``pair`` at the pair's hook point, whose scale factors are
     estimated on ``scale_tokens`` activations drawn from the buffer's source (so not used for training)."""
+    instance("pair", pair, ModelPair)
+    instance("buffer", buffer, ShufflingBuffer)
     return crosscoder_for_site(list(pair.names), pair.hook_point, buffer.source, scale_tokens, **cfg_kwargs)
 
 
@@ -128,6 +133,12 @@ def crosscoder_for_site(model_names: list[str], hook_point: str, source: Activat
     """A fresh crosscoder for the models ``model_names`` at ``hook_point``, sized and normalised from
     ``scale_tokens`` activations ``[n, n_models, d_model]`` drawn from ``source`` (a harvest or a disk
     cache; no model needs to be loaded)."""
+    if not isinstance(hook_point, str) or not hook_point:
+        raise ValueError(f"hook_point must be a hook name such as 'blocks.14.hook_resid_pre', got {hook_point!r}")
+    if not callable(getattr(source, "next_activations", None)):
+        raise TypeError(f"source must serve next_activations(n) (a HarvestingSource or DiskCacheSource), "
+                        f"got {type(source).__name__}")
+    positive_int("scale_tokens", scale_tokens)
     acts = source.next_activations(scale_tokens)
     cfg = CrossCoderConfig(d_model=acts.shape[-1], n_models=acts.shape[1], hook_point=hook_point,
                            model_names=model_names, **cfg_kwargs)
