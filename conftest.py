@@ -1,7 +1,9 @@
 """The tutorials under nbmake: ``pytest --nbmake`` executes copies of the notebooks, never the sources.
 
-Before collection, the controller copies ``notebooks/NN_*.ipynb`` into ``outputs/notebooks/<pair>/`` (the pair is
-``CROSSCODER_PAIR``, ``toy`` when unset; a rehearsal profile copies only the notebooks it rehearses), so every pair
+Before collection, when notebooks are to run (a plain ``pytest``, or a path into ``outputs/notebooks/<pair>``), the
+controller copies ``notebooks/NN_*.ipynb`` into ``outputs/notebooks/<pair>/`` (the pair is ``CROSSCODER_PAIR``,
+``toy`` when unset; a rehearsal profile copies only the notebooks it rehearses; a path to one notebook copies that
+one), so every pair
 writes its executed copies, dashboards and runs in a place of its own, and ``--overwrite`` (set in pyproject.toml)
 leaves the executed copies there for ``scripts/site.sh``. A plain ``pytest`` (testpaths) collects that folder
 beside ``tests/``; ``pytest --nbmake outputs/notebooks/<pair>`` runs the notebooks alone.
@@ -42,16 +44,16 @@ def notebook_pair() -> str:
     return os.environ.get("CROSSCODER_PAIR") or "toy"
 
 
-def copy_notebooks(pair: str) -> Path:
-    """Fresh copies of the tutorials the pair runs, in ``outputs/notebooks/<pair>/`` (emptied first)."""
+def copy_notebooks(pair: str, only: list[str] | None = None) -> Path:
+    """Fresh copies of the tutorials the pair runs (or of the files named in ``only``), in
+    ``outputs/notebooks/<pair>/``; other executed copies there are kept."""
     from helpers.builders.rehearsal import REHEARSED_NOTEBOOKS
 
     numbers = REHEARSED_NOTEBOOKS.get(pair)
     folder = EXECUTED / pair
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
     for source in sorted(SOURCES.glob("[0-9][0-9]_*.ipynb")):
-        if numbers is None or source.name[:2] in numbers:
+        if (numbers is None or source.name[:2] in numbers) and (only is None or source.name in only):
             shutil.copy(source, folder / source.name)
     return folder
 
@@ -59,16 +61,20 @@ def copy_notebooks(pair: str) -> Path:
 def pytest_configure(config: pytest.Config) -> None:
     if not config.getoption("nbmake", default=False):
         return
-    if hasattr(config, "workerinput"):  # a pytest-xdist worker collects what the controller copied
-        folder = EXECUTED / notebook_pair()
-    else:
+    folder = EXECUTED / notebook_pair()
+    everything = config.args_source == pytest.Config.ArgsSource.TESTPATHS  # a plain `pytest`
+    if not hasattr(config, "workerinput"):  # pytest-xdist workers collect what the controller copied
         if config.getoption("overwrite", default=False):
             sources = [arg for arg in config.args if (ROOT / arg).resolve().is_relative_to(SOURCES)]
             if sources:
                 raise pytest.UsageError(f"--overwrite (on in pyproject.toml) would write outputs into the tutorials' "
                                         f"sources {sources}: run `pytest --nbmake outputs/notebooks/<pair>` instead")
-        folder = copy_notebooks(notebook_pair())
-    if config.args_source == pytest.Config.ArgsSource.TESTPATHS:  # a plain `pytest`: the copies beside tests/
+        named = [(ROOT / arg.split("::")[0]).resolve() for arg in config.args]
+        if everything or folder.resolve() in named:
+            copy_notebooks(notebook_pair())
+        elif files := [path.name for path in named if path.parent == folder.resolve()]:
+            copy_notebooks(notebook_pair(), only=files)  # `pytest outputs/notebooks/toy/03_....ipynb`
+    if everything:  # the copies beside tests/
         config.args.append(str(folder.relative_to(ROOT)))
 
 
