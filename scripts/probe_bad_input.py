@@ -43,6 +43,20 @@ class Probe:
     expect: str
 
 
+class StubSource:
+    """Stands in for an activation source where the probe must fail before any activation is drawn."""
+
+    def next_activations(self, n: int) -> torch.Tensor:
+        raise AssertionError("activations were drawn before the arguments were checked")
+
+
+class StubBuffer:
+    """Stands in for a ShufflingBuffer where the probe must fail before any batch is drawn."""
+
+    def next_batch(self, n: int) -> torch.Tensor:
+        raise AssertionError("a batch was drawn before the arguments were checked")
+
+
 @dataclass
 class Outcome:
     probe: Probe
@@ -96,6 +110,8 @@ def probes(workdir: Path) -> list[Probe]:
     nan = math.nan
     small = CrossCoder(CrossCoderConfig(d_model=8, d_hidden=16))
     missing = workdir / "no-such-folder"
+    source = helpers.token_source_for(pair, 16)  # tokenising the toy corpus takes seconds: once
+    buffer = StubBuffer()
     return [
         # the crosscoder and its files
         Probe("CrossCoderConfig", "d_hidden", "0", lambda: CrossCoderConfig(d_model=8, d_hidden=0), "d_hidden"),
@@ -153,31 +169,34 @@ def probes(workdir: Path) -> list[Probe]:
         Probe("token_source_for", "pair", "a name", lambda: helpers.token_source_for("toy", 16), "ModelPair"),
         Probe("activation_batches", "n_tokens", "-5", lambda: next(helpers.activation_batches(pair, -5)), "n_tokens"),
         Probe("make_buffer", "buffer_tokens", "0",
-              lambda: helpers.make_buffer(pair, helpers.token_source_for(pair, 16), 0), "buffer_tokens"),
+              lambda: helpers.make_buffer(pair, source, 0), "buffer_tokens"),
         Probe("make_buffer", "storage_dtype", "'float33'",
-              lambda: helpers.make_buffer(pair, helpers.token_source_for(pair, 16), 64, "float33"), "float33"),
-        Probe("TokenShard", "rank", "2 of 2", lambda: helpers.TokenShard(helpers.token_source_for(pair, 16), 2, 2),
+              lambda: helpers.make_buffer(pair, source, 64, "float33"), "float33"),
+        Probe("TokenShard", "rank", "2 of 2", lambda: helpers.TokenShard(source, 2, 2),
               "rank"),
         Probe("TrainConfig", "lr", "NaN", lambda: TrainConfig(lr=nan), "lr must be a finite number"),
         Probe("TrainConfig", "num_tokens", "< batch_size", lambda: TrainConfig(num_tokens=10, batch_size=64),
               "num_tokens"),
         Probe("TrainConfig", "checkpoint_dir", "''", lambda: TrainConfig(checkpoint_dir=""), "checkpoint_dir"),
         Probe("Trainer", "cfg", "k_start > d_hidden", lambda: helpers.Trainer(
-            CrossCoder(CrossCoderConfig(8, 16, activation="topk", k=4)), helpers.make_buffer(
-                pair, helpers.token_source_for(pair, 16), 64), TrainConfig(num_tokens=64, batch_size=32, k_start=64)),
+            CrossCoder(CrossCoderConfig(8, 16, activation="topk", k=4)), buffer,
+            TrainConfig(num_tokens=64, batch_size=32, k_start=64)),
               "k_start"),
         Probe("Trainer", "buffer", "a list", lambda: helpers.Trainer(small, [], TrainConfig()), "next_batch"),
-        Probe("Trainer.train", "steps", "0", lambda: helpers.Trainer(small, helpers.make_buffer(
-            pair, helpers.token_source_for(pair, 16), 64), TrainConfig(num_tokens=64, batch_size=32)).train(0),
-              "steps"),
+        Probe("Trainer.train", "steps", "0", lambda: helpers.Trainer(
+            small, buffer, TrainConfig(num_tokens=64, batch_size=32)).train(0), "steps"),
         Probe("LiveTrainingView", "total_steps", "0", lambda: helpers.LiveTrainingView(0), "total_steps"),
         Probe("plan_for_pair", "settings", "{}", lambda: helpers.plan_for_pair(pair, {}), "settings"),
         Probe("harvest", "tokens", "float tensor", lambda: helpers.harvest(pair.models, tokens.float(),
                                                                           pair.hook_point), "integer tensor"),
         Probe("harvest", "hook_point", "'blocks.9.hook_resid_pre'",
               lambda: helpers.harvest(pair.models, tokens, "blocks.9.hook_resid_pre"), "blocks.9"),
-        Probe("new_crosscoder", "scale_tokens", "0", lambda: helpers.new_crosscoder(pair, helpers.make_buffer(
-            pair, helpers.token_source_for(pair, 16), 64), scale_tokens=0, d_hidden=16), "scale_tokens"),
+        Probe("harvest", "hook_point", "'blocks.3.hook_resid_pots'",
+              lambda: helpers.harvest(pair.models, tokens, "blocks.3.hook_resid_pots"), "hook_resid_pots"),
+        Probe("new_crosscoder", "buffer", "a list", lambda: helpers.new_crosscoder(pair, [], d_hidden=16),
+              "buffer must be a ShufflingBuffer"),
+        Probe("crosscoder_for_site", "scale_tokens", "0", lambda: helpers.crosscoder_for_site(
+            list(pair.names), pair.hook_point, StubSource(), scale_tokens=0, d_hidden=16), "scale_tokens"),
         Probe("crosscoder_for_site", "hook_point", "''",
               lambda: helpers.crosscoder_for_site(["a", "b"], "", None, d_hidden=16), "hook_point"),
         # analysis

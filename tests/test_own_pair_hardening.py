@@ -177,8 +177,10 @@ def test_the_scoreboard_refuses_outputs_it_cannot_score():
     """Before: KeyError 'rank' without organism prompts; IndexError for a method with too few names."""
     prompts = labelled(["refusal", None, "refusal", None])
     good = MethodOutput("m", torch.rand(4, 3), [0, 1, 2], ["a", "b", "c"], [None, "refusal", None], 1.0)
-    with pytest.raises(ValueError, match="3 items need as many views and names, got 3 views and 1 names"):
-        MethodOutput("short", torch.rand(4, 3), [0, 1, 2], ["a", "b", "c"], [None], 1.0)
+    with pytest.raises(ValueError, match="every item needs a view and a name, got 3 views and 1 names"):
+        MethodOutput("short", torch.rand(4, 3), [0], ["a", "b", "c"], [None], 1.0)
+    with pytest.raises(ValueError, match=r"order names items outside \[0, 1\): \[2\]"):
+        MethodOutput("short order", torch.rand(4, 3), [0, 2], ["a"], [None], 1.0)
     with pytest.raises(ValueError, match=r"order names items outside \[0, 3\): \[7\]"):
         MethodOutput("order", torch.rand(4, 3), [0, 7], ["a", "b", "c"], [None] * 3, 1.0)
     with pytest.raises(ValueError, match=r"scores must be \[n_prompts, n_items\]"):

@@ -85,8 +85,9 @@ def harvest(models: list, tokens: torch.Tensor, hook_point: str) -> torch.Tensor
     """Activations of all ``models`` at ``hook_point``: ``[batch, seq, n_models, d_model]`` (float32) for
     tokens ``[batch, seq]``."""
     models = non_empty("models", models)
-    if not isinstance(hook_point, str) or hook_point not in models[0].hook_dict:
-        raise ValueError(f"hook_point {hook_point!r} is not a hook of these {models[0].cfg.n_layers}-layer models")
+    hooks = getattr(models[0], "hook_dict", None)
+    if not hook_layer(hook_point) < models[0].cfg.n_layers or (hooks is not None and hook_point not in hooks):
+        raise SiteError(f"hook_point {hook_point!r} is not a hook of these {models[0].cfg.n_layers}-layer models")
     return torch.stack([run_to_site(model, tokens, hook_point).float() for model in models], dim=2)
 
 

@@ -138,8 +138,8 @@ def latent_table(crosscoder: CrossCoder, statistics: LatentStatistics | None = N
     check_models(crosscoder, model_a, model_b)
     if statistics is not None:
         instance("statistics", statistics, LatentStatistics)
-        if statistics.frequency.shape != (crosscoder.cfg.d_hidden,):
-            raise ValueError(f"statistics cover {tuple(statistics.frequency.shape)} latents, the crosscoder has "
+        if statistics.frequency.shape[0] != crosscoder.cfg.d_hidden:
+            raise ValueError(f"statistics cover {statistics.frequency.shape[0]} latents, the crosscoder has "
                              f"{crosscoder.cfg.d_hidden}: were they gathered with another crosscoder?")
     instance("thresholds", thresholds, Thresholds)
     norms = crosscoder.decoder_norms().float().detach().cpu()
@@ -153,9 +153,6 @@ def latent_table(crosscoder: CrossCoder, statistics: LatentStatistics | None = N
     })
     table.index.name = "latent"
     if statistics is not None:
-        if statistics.frequency.shape[0] != len(table):
-            raise ValueError(f"statistics cover {statistics.frequency.shape[0]} latents, the crosscoder has "
-                             f"{len(table)}")
         table["frequency"] = statistics.frequency.numpy()
         table["max_activation"] = statistics.max_activation.numpy()
         table["mean_active_activation"] = statistics.mean_active_activation.numpy()

@@ -45,8 +45,10 @@ TOP_TOKENS, TOKEN_QUORUM = 10, 2
 
 @dataclass
 class MethodOutput:
-    """One method's output on ``n`` labelled prompts: ``scores [n, n_items]``; ``order``: item indices as a reader
-    scans them; ``views[i]``: what the reader sees of item ``i``; ``names[i]``: the organism it names, or ``None``."""
+    """One method's output on ``n`` labelled prompts: ``scores [n, n_detectors]`` (each column a detector whose best
+    AUROC counts); ``order``: the indices of the items a reader scans, in order; ``views[i]``: what the reader sees of
+    item ``i``; ``names[i]``: the organism it names, or ``None``. For a dictionary the items are its latents (the
+    columns of ``scores``); for per-token KL they are the prompts, and its one detector is the KL itself."""
 
     method: str
     scores: torch.Tensor
@@ -60,10 +62,10 @@ class MethodOutput:
         if not isinstance(self.scores, torch.Tensor) or self.scores.ndim != 2 or not self.scores.shape[1]:
             shape = tuple(self.scores.shape) if isinstance(self.scores, torch.Tensor) else type(self.scores).__name__
             raise ValueError(f"{where}: scores must be [n_prompts, n_items], got {shape}")
-        n_items = self.scores.shape[1]
-        if len(self.views) != n_items or len(self.names) != n_items:
-            raise ValueError(f"{where}: {n_items} items need as many views and names, got {len(self.views)} views "
-                             f"and {len(self.names)} names")
+        n_items = len(self.names)
+        if len(self.views) != n_items:
+            raise ValueError(f"{where}: every item needs a view and a name, got {len(self.views)} views and "
+                             f"{n_items} names")
         outside = [item for item in self.order if not (isinstance(item, int) and 0 <= item < n_items)]
         if outside:
             raise ValueError(f"{where}: order names items outside [0, {n_items}): {outside[:5]}")
