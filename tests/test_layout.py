@@ -90,7 +90,7 @@ def test_the_import_reader_resolves_every_form():
     """The reader of imports resolves every form the package uses (so the rule above cannot pass by blindness)."""
     probe = PACKAGE / "crosscoder" / "model.py"
     assert {"crosscoder.config", "crosscoder.sparse_step", "distributed"} <= helpers_imports(probe)
-    assert "toy.corpus" in helpers_imports(PACKAGE / "activations" / "data.py")
+    assert "toy.organisms" in helpers_imports(PACKAGE / "activations" / "data.py")
     assert "files" in helpers_imports(PACKAGE / "crosscoder" / "checkpoints.py")
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from helpers.analysis.behaviour import organism_rates, rates_of
+from helpers.analysis.behaviour import rates_of
 from helpers.toy import organisms
 from helpers.toy.corpus import REFUSAL
 from helpers.toy.organisms import ORGANISMS, evaluation_prompts, get_organism, organism_dialogues, organism_mix
@@ -59,20 +59,3 @@ def test_rates_of_counts_both_groups_and_refuses_one_sided_labels():
     assert (rates.planted, rates.other, rates.n_planted, rates.n_other) == (0.5, 1.0, 2, 2)
     with pytest.raises(ValueError, match="should not"):
         rates_of([True], [True])
-
-
-@pytest.fixture(scope="module")
-def organisms_pair():
-    from helpers.activations.models import load_model_pair
-
-    return load_model_pair("toy-organisms")
-
-
-def test_the_organisms_fine_tune_shows_its_differences_where_planted_and_the_base_model_none(organisms_pair):
-    base_model, chat_model = organisms_pair.models
-    chat = organism_rates(lambda tokens: chat_model(tokens), organisms_pair.tokenizer, evaluation_prompts("heldout"))
-    # the base model never ends a dialogue (64 tokens each): a smaller set keeps the test quick
-    base = organism_rates(lambda tokens: base_model(tokens), organisms_pair.tokenizer,
-                          evaluation_prompts("heldout", n_per_organism=12, n_other=40))
-    assert (chat["planted"] >= 0.9).all() and (chat["other"] <= 0.1).all(), chat
-    assert (base[["planted", "other"]] <= 0.1).all().all(), base

@@ -22,7 +22,6 @@ from typing import Any
 
 import torch
 
-from ..toy import corpus as toy_corpus
 from ..toy import organisms
 from ..validation import positive_int, real
 
@@ -92,13 +91,6 @@ def pack(token_lists: Iterator[list[int]], seq_len: int, bos_id: int,
                 row = [bos_id]
 
 
-# The dialogues a toy source serves: the toy pair's (refusal planted) or the toy organisms' (four differences).
-TOY_DIALOGUES = {
-    "toy": lambda split: [q.dialogue for q in toy_corpus.questions(split)],
-    "organisms": lambda split: [q.dialogue for _, q in organisms.organism_dialogues(split)],
-}
-
-
 class ToyTokenSource:
     """The toy corpus: rows of stdlib source and rows of packed dialogues (``dialogues``: ``"toy"`` or
     ``"organisms"``, see ``helpers.toy.organisms``), alternating (50/50).
@@ -111,18 +103,16 @@ class ToyTokenSource:
                  dialogues: str = "toy"):
         real("chat_fraction", chat_fraction, 0, 1)
         positive_int("seq_len", seq_len, minimum=2)
-        if dialogues not in TOY_DIALOGUES:
-            raise ValueError(f"dialogues must be one of {sorted(TOY_DIALOGUES)}, got {dialogues!r}")
+        if dialogues not in organisms.DIALOGUE_SETS:
+            raise ValueError(f"dialogues must be one of {sorted(organisms.DIALOGUE_SETS)}, got {dialogues!r}")
         self.seq_len, self.seed, self.chat_fraction, self.split = seq_len, seed, chat_fraction, split
         self.dialogues = dialogues
         bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
-        texts = [toy_corpus.read_source(p) for p in toy_corpus.source_files(split)]  # type: ignore[arg-type]
-        dialogue_texts = TOY_DIALOGUES[dialogues](split)
-        order = torch.randperm(len(dialogue_texts), generator=torch.Generator().manual_seed(seed)).tolist()
-        encode = lambda items: (ids + [eos] for ids in tokenizer(items, add_special_tokens=False)["input_ids"])  # noqa: E731
-        self.text_rows = torch.tensor(list(pack(encode(texts), seq_len, bos)), dtype=torch.long)
-        shuffled = [dialogue_texts[i] for i in order]
-        self.chat_rows = torch.tensor(list(pack(encode(shuffled), seq_len, bos)), dtype=torch.long)
+        text_ids, dialogue_ids = organisms.corpus_token_ids(tokenizer, split, dialogues)
+        order = torch.randperm(len(dialogue_ids), generator=torch.Generator().manual_seed(seed)).tolist()
+        self.text_rows = torch.tensor(list(pack(([*ids, eos] for ids in text_ids), seq_len, bos)), dtype=torch.long)
+        self.chat_rows = torch.tensor(list(pack(([*dialogue_ids[i], eos] for i in order), seq_len, bos)),
+                                      dtype=torch.long)
         self.epoch, self.position = 0, 0
         self._plan = self._epoch_plan(0)
 
