@@ -246,6 +246,17 @@ def probes(workdir: Path) -> list[Probe]:
               "mode"),
         Probe("ablated_logits_fn", "model_index", "2", lambda: helpers.ablated_logits_fn(pair, release, [1], 2),
               "model_index"),
+        Probe("spliced_logits_fn", "model_index", "-1", lambda: helpers.spliced_logits_fn(pair, release, -1),
+              "model_index"),
+        Probe("EditedRun", "target", "2", lambda: helpers.EditedRun(pair.models, 2), "target"),
+        Probe("EditedRun", "edit", "'add'", lambda: helpers.EditedRun(pair.models, 0, pair.hook_point, "add"),
+              "edit must be a function"),
+        Probe("EditedRun.extend", "state", "None", lambda: helpers.EditedRun(pair.models, 0).extend(
+            torch.tensor([[5]]), None), "RunState"),
+        Probe("greedy_continuations", "use_cache", "'yes'", lambda: helpers.greedy_continuations(
+            helpers.EditedRun(pair.models, 0), pair.tokenizer, ["User: a?"], 2, use_cache="yes"), "use_cache"),
+        Probe("greedy_continuations", "prompts", "[]", lambda: helpers.greedy_continuations(
+            helpers.EditedRun(pair.models, 0), pair.tokenizer, []), "prompts"),
         Probe("causal_summary", "classes", "a list", lambda: helpers.causal_summary(None, [1]), "effects|classes"),
         Probe("compare_crosscoders", "crosscoders", "{}", lambda: helpers.compare_crosscoders(pair, {}),
               "crosscoders"),
@@ -276,6 +287,8 @@ def probes(workdir: Path) -> list[Probe]:
         Probe("evaluation_questions", "n_other", "-1", lambda: helpers.evaluation_questions(n_other=-1), "n_other"),
         Probe("organism_rates", "prompts", "[]", lambda: helpers.organism_rates(lambda t: t, pair.tokenizer, []),
               "prompts"),
+        Probe("organism_rates_of", "continuations", "one too few", lambda: helpers.organism_rates_of(
+            [], helpers.evaluation_questions(n_other=1)[:1]), "one continuation per prompt"),
         Probe("refusal_table", "questions", "[]", lambda: helpers.refusal_table(pair, []), "prompts must not be empty"),
         Probe("compare_refusals", "runs", "{}", lambda: helpers.compare_refusals({}, pair.tokenizer, []), "runs"),
         Probe("side_by_side", "max_new_tokens", "0", lambda: helpers.side_by_side(pair, ["User: a?"], 0),

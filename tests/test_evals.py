@@ -8,13 +8,13 @@ import torch
 from helpers import from_pretrained
 from helpers.analysis.evals import (
     ReconstructionMetrics,
-    ablated_logits_fn,
     causal_summary,
     latent_ablation_effects,
     reconstruction_metrics,
     replication_table,
     splice_metrics,
 )
+from helpers.analysis.interventions import ablated_logits_fn
 from helpers.crosscoder.model import CrossCoder, CrossCoderConfig
 from helpers.training.recipes import token_source_for
 

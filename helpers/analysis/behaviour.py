@@ -2,7 +2,9 @@
 the toy organisms' rates (``behaviour_rates`` / ``rates_of`` for both).
 
 Works with any callable that maps tokens ``[batch, seq]`` to logits ``[batch, seq, vocab]``: a Hugging
-Face model, a TransformerLens bridge, or a bridge running with hooks (to measure an ablation).
+Face model, a TransformerLens bridge, or a bridge running with hooks (to measure an ablation). An
+``EditedRun`` (``EditedRun(pair.models, 1)`` for the chat model; steering, ablation and splicing make one)
+generates with a KV cache.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from ..activations.data import prompts_by_length
+from ..activations.runs import EditedRun
 from ..toy.corpus import REFUSAL, Question, questions
 from ..toy.organisms import ORGANISMS, OrganismPrompt
 from ..validation import non_empty, one_of, positive_int
@@ -23,26 +26,38 @@ REFUSAL_PREFIX = REFUSAL[:12]
 
 @torch.no_grad()
 def greedy_continuations(
-    logits_fn: LogitsFn, tokenizer, prompts: Sequence[str], max_new_tokens: int = 12, device: str = "cpu"
+    logits_fn: LogitsFn, tokenizer, prompts: Sequence[str], max_new_tokens: int = 12, device: str = "cpu",
+    use_cache: bool = True,
 ) -> list[str]:
     """Greedy-decode up to ``max_new_tokens`` after each prompt, stopping a continuation at the tokenizer's EOS
-    (not included); prompts of equal token length share a batch, which stops when every row has ended."""
+    (not included); prompts of equal token length share a batch, which stops when every row has ended.
+
+    A ``helpers.activations.runs.EditedRun`` (a model, or one with an edit at its hook: steering, ablation,
+    splicing) decodes with a KV cache unless ``use_cache=False``; any other function of tokens re-runs the whole
+    sequence at every new token. Both give the same tokens.
+    """
     if not callable(logits_fn):
         raise TypeError(f"logits_fn must be a function tokens [batch, seq] -> logits, got {type(logits_fn).__name__}")
     prompts = non_empty("prompts", prompts)
     positive_int("max_new_tokens", max_new_tokens)
+    if not isinstance(use_cache, bool):
+        raise TypeError(f"use_cache must be True or False, got {use_cache!r}")
+    cached = use_cache and isinstance(logits_fn, EditedRun)
     eos = tokenizer.eos_token_id
     outputs: list[str] = [""] * len(prompts)
     for indices, tokens in prompts_by_length(tokenizer, prompts, device):
         start = tokens.shape[1]
         ended = torch.zeros(len(indices), dtype=torch.bool, device=tokens.device)
-        for _ in range(max_new_tokens):
-            next_token = logits_fn(tokens)[:, -1].argmax(-1, keepdim=True)
+        logits, state = logits_fn.begin(tokens) if cached else (logits_fn(tokens), None)
+        for step in range(max_new_tokens):
+            next_token = logits[:, -1].argmax(-1, keepdim=True).to(tokens.device)
             tokens = torch.cat([tokens, next_token], dim=1)
             if eos is not None:
                 ended |= next_token[:, 0] == eos
                 if ended.all():
                     break
+            if step + 1 < max_new_tokens:
+                logits, state = logits_fn.extend(next_token, state) if cached else (logits_fn(tokens), None)
         for row, index in enumerate(indices):
             generated = tokens[row, start:].tolist()
             outputs[index] = tokenizer.decode(generated[: generated.index(eos)] if eos in generated else generated)
@@ -94,10 +109,18 @@ def organism_rates(logits_fn: LogitsFn, tokenizer, prompts: Sequence[OrganismPro
                    max_new_tokens: int = 64):
     """Each toy organism's greedy rate on its own labelled prompts (``planted``) and on all the others, those
     of the other organisms included (``other``): a DataFrame with one row per organism."""
-    import pandas as pd
-
     continuations = greedy_continuations(logits_fn, tokenizer, [p.prompt for p in prompts], max_new_tokens,
                                          device=device)
+    return organism_rates_of(continuations, prompts)
+
+
+def organism_rates_of(continuations: Sequence[str], prompts: Sequence[OrganismPrompt]):
+    """``organism_rates`` of continuations already generated, one per prompt (to reuse them elsewhere)."""
+    import pandas as pd
+
+    if len(continuations) != len(prompts):
+        raise ValueError(f"continuations must hold one continuation per prompt ({len(prompts)}), got "
+                         f"{len(continuations)}")
     return pd.DataFrame({
         organism.name: asdict(rates_of([organism.shows(text) for text in continuations],
                                        [p.organism == organism.name for p in prompts]))
@@ -158,8 +181,8 @@ def refusal_table(pair, questions: Sequence[Question]):
     import pandas as pd
 
     rows = []
-    for role, model in zip(pair.roles, pair.models):
-        rates = refusal_rates(lambda tokens, m=model: m(tokens), pair.tokenizer, questions, device=str(pair.device))
+    for index, role in enumerate(pair.roles):
+        rates = refusal_rates(EditedRun(pair.models, index), pair.tokenizer, questions, device=str(pair.device))
         rows.append({"model": role, "refuses planted-family questions": rates.planted,
                      "refuses other questions": rates.other, "n planted": rates.n_planted,
                      "n other": rates.n_other})
@@ -173,8 +196,8 @@ def side_by_side(pair, prompts: Sequence[str], max_new_tokens: int = 16):
     import pandas as pd
 
     columns = {
-        role: greedy_continuations(lambda tokens, m=model: m(tokens), pair.tokenizer, prompts, max_new_tokens,
+        role: greedy_continuations(EditedRun(pair.models, index), pair.tokenizer, prompts, max_new_tokens,
                                    device=str(pair.device))
-        for role, model in zip(pair.roles, pair.models)
+        for index, role in enumerate(pair.roles)
     }
     return pd.DataFrame({"prompt": list(prompts), **columns})

@@ -11,13 +11,12 @@
   sequence length and reused (exactly equal to running every sequence).
 - ``latent_ablation_effects`` / ``causal_summary``: ablate one latent (subtract its decoder
   contribution) in both models on the same inputs and compare each model's KL shift.
-- ``ablated_logits_fn``: a model with latents ablated, for generation (e.g. refusal rates).
 - ``replication_table``: the metrics in the form of the replication's results table.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -271,37 +270,3 @@ def causal_summary(effects, classes) -> dict[str, float]:
         summary["chat_only_median_ratio"] = float((chat_only[chat_col] / chat_only[base_col]).median())
         summary["chat_only_chat_larger"] = float((chat_only[chat_col] > chat_only[base_col]).mean())
     return summary
-
-
-def ablated_logits_fn(pair: ModelPair, crosscoder: CrossCoder, latents: Sequence[int], model_index: int = 1,
-                      mode: str = "contribution") -> Callable[[torch.Tensor], torch.Tensor]:
-    """``tokens [batch, seq] -> logits`` of model ``model_index`` with ``latents`` ablated at the hook.
-
-    Both models run on the tokens (the crosscoder encodes them jointly). ``mode``:
-
-    - ``"contribution"``: subtract the latents' decoder contribution ``f_j d_j`` (every position but BOS);
-    - ``"direction"``: where any of the latents fires, project the activation off the span of their
-      decoder directions, removing all of it, including what the reconstruction error holds (an L1
-      crosscoder's activations are shrunk, so its error often carries part of a latent's direction).
-    """
-    if mode not in ("contribution", "direction"):
-        raise ValueError(f"mode must be 'contribution' or 'direction', got {mode!r}")
-    hook_point = check_compatible(crosscoder, pair)
-    ids = check_latent_ids(crosscoder, latents).tolist()
-    positive_int("model_index", model_index, minimum=0, maximum=len(pair.models) - 1)
-
-    @torch.no_grad()
-    def logits(tokens: torch.Tensor) -> torch.Tensor:
-        runner = SplicedRunner(pair.models, hook_point, tokens)
-        codes = encode_positions(crosscoder, runner.activations)
-        x = runner.activations[:, :, model_index]
-        if mode == "contribution":
-            ablated = x - latent_contributions(crosscoder, codes, ids)[:, :, model_index].to(x.device)
-        else:
-            directions = crosscoder.decoder_vectors(normalized=False)[ids, model_index].float()  # [L, d_model]
-            basis = torch.linalg.qr(directions.T).Q.T.to(x.device)  # orthonormal rows spanning the directions
-            fires = (codes[..., ids] > 0).any(-1, keepdim=True).to(x.device)  # [batch, seq, 1]
-            ablated = x - fires * ((x @ basis.T) @ basis)
-        return runner.run(model_index, ablated)
-
-    return logits

@@ -1,7 +1,8 @@
 """A crosscoder's latents on tokens: encoding activations of both models, and scanning a token stream.
 
 - ``encode_positions``: latent activations of harvested activations (BOS position zeroed);
-- ``encode_tokens``: both models run to the crosscoder's site, then encoded;
+- ``encode_tokens``: both models run to the crosscoder's site, then encoded (``encode_run_positions``: the
+  same on the positions an edited run computes);
 - ``response_activations``: every latent at the last token of each prompt;
 - ``scan_latents``: one pass over a token stream for chosen latents (used by ``top_activations`` and the
   dashboards);
@@ -42,6 +43,24 @@ def encode_positions(crosscoder: CrossCoder, activations: torch.Tensor,
     else:
         latents[:, 0] *= (~first_is_bos).to(latents.device, latents.dtype)[:, None]
     return latents
+
+
+def run_bos_mask(tokens: torch.Tensor, start: int, bos_id: int | None) -> torch.Tensor:
+    """Which of the positions ``start..`` of a run's ``tokens [batch, new]`` are a leading BOS, ``[batch, new]``
+    bool: position 0 where it holds BOS (in every row for a tokenizer without BOS), nothing later."""
+    mask = torch.zeros(tokens.shape, dtype=torch.bool, device=tokens.device)
+    if start == 0:
+        mask[:, 0] = True if bos_id is None else tokens[:, 0] == bos_id
+    return mask
+
+
+def encode_run_positions(crosscoder: CrossCoder, activations: torch.Tensor, tokens: torch.Tensor, start: int,
+                         bos_id: int | None) -> torch.Tensor:
+    """``encode_positions`` for the positions ``start..`` of a run (``activations [batch, new, n_models, d_model]``
+    of ``tokens [batch, new]``, as ``helpers.activations.runs.EditedRun`` edits see them), a leading BOS zeroed
+    (``run_bos_mask``) as ``encode_tokens`` does."""
+    codes = encode_positions(crosscoder, activations, torch.zeros(tokens.shape[0], dtype=torch.bool))
+    return codes.masked_fill_(run_bos_mask(tokens, start, bos_id).to(codes.device)[..., None], 0)
 
 
 @torch.no_grad()

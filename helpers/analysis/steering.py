@@ -17,12 +17,12 @@ import torch
 
 from ..activations.diff import check_compatible
 from ..activations.models import ModelPair, check_hook_point
-from ..activations.sites import check_tokens
+from ..activations.runs import EditedRun
 from ..crosscoder.model import CrossCoder
 from ..toy.corpus import Question
 from ..validation import positive_int, real
-from .behaviour import LogitsFn, compare_refusals, refusal_likelihood
-from .latents import check_latent_ids, encode_tokens
+from .behaviour import compare_refusals, refusal_likelihood
+from .latents import check_latent_ids, encode_run_positions
 
 WHERE = ("all", "active")
 
@@ -34,7 +34,7 @@ def latent_direction(crosscoder: CrossCoder, latent: int, vector_model: int = 1)
 
 
 def steered_logits_fn(pair: ModelPair, crosscoder: CrossCoder, latent: int, strength: float, model_index: int = 0,
-                      vector_model: int = 1, where: str = "all") -> LogitsFn:
+                      vector_model: int = 1, where: str = "all") -> EditedRun:
     """``tokens [batch, seq] -> logits [batch, seq, vocab]`` of model ``model_index`` with ``strength`` times the
     latent's decoder vector (of ``vector_model``) added at the hook point: at every position (``where="all"``)
     or where the latent fires on these tokens (``"active"``). Works with ``greedy_continuations``."""
@@ -45,16 +45,17 @@ def steered_logits_fn(pair: ModelPair, crosscoder: CrossCoder, latent: int, stre
     vector = latent_direction(crosscoder, latent, vector_model).to(pair.device)
     if where == "all":
         return vector_logits_fn(pair, vector, strength, hook_point, model_index)
+    bos_id = pair.tokenizer.bos_token_id
 
-    def shift(tokens: torch.Tensor) -> torch.Tensor:
-        fires = encode_tokens(pair, crosscoder, tokens)[..., latent] > 0  # [batch, seq]
-        return strength * fires[..., None].to(vector.dtype) * vector
+    def shift(activations: torch.Tensor, tokens: torch.Tensor, start: int) -> torch.Tensor:
+        fires = encode_run_positions(crosscoder, activations, tokens, start, bos_id)[..., latent] > 0  # [batch, new]
+        return strength * fires[..., None].to(vector.device, vector.dtype) * vector
 
-    return _adding(pair, hook_point, model_index, shift, strength)
+    return _adding(pair, hook_point, model_index, shift, strength, reads_all=True)
 
 
 def vector_logits_fn(pair: ModelPair, vector: torch.Tensor, strength: float, hook_point: str,
-                     model_index: int = 0) -> LogitsFn:
+                     model_index: int = 0) -> EditedRun:
     """``tokens [batch, seq] -> logits [batch, seq, vocab]`` of model ``model_index`` with ``strength * vector``
     (``[d_model]``, raw activation space) added at ``hook_point`` at every position: steering with any
     direction (a latent's decoder vector, a mean activation difference, a probe)."""
@@ -65,28 +66,22 @@ def vector_logits_fn(pair: ModelPair, vector: torch.Tensor, strength: float, hoo
     if not torch.isfinite(vector).all():
         raise ValueError("vector holds NaN or infinite values")
     vector = vector.to(pair.device)
-    return _adding(pair, hook_point, model_index, lambda tokens: strength * vector, strength)
+    return _adding(pair, hook_point, model_index, lambda *_: strength * vector, strength)
 
 
-def _adding(pair: ModelPair, hook_point: str, model_index: int, shift_for, strength: float) -> LogitsFn:
-    """A logits function that adds ``shift_for(tokens)`` (broadcast to ``[batch, seq, d_model]``) at the hook;
-    the arguments every steering function shares are checked here, once, before any forward pass."""
+def _adding(pair: ModelPair, hook_point: str, model_index: int, shift_for, strength: float,
+            reads_all: bool = False) -> EditedRun:
+    """An ``EditedRun`` that adds ``shift_for(activations, tokens, start)`` (broadcast to ``[batch, new, d_model]``)
+    at the hook; the arguments every steering function shares are checked here, once, before any forward pass."""
     real("strength", strength)
     positive_int("model_index", model_index, minimum=0, maximum=len(pair.models) - 1)
     check_hook_point(pair.models[model_index], hook_point)
-    model = pair.models[model_index]
 
-    @torch.no_grad()
-    def logits(tokens: torch.Tensor) -> torch.Tensor:
-        tokens = check_tokens(model, tokens).to(pair.device)
-        shift = shift_for(tokens)
+    def add(activation: torch.Tensor, activations: torch.Tensor | None, tokens: torch.Tensor,
+            start: int) -> torch.Tensor:
+        return activation + shift_for(activations, tokens, start).to(activation.device, activation.dtype)
 
-        def add(activation: torch.Tensor, hook) -> torch.Tensor:
-            return activation + shift.to(activation.dtype)
-
-        return model.run_with_hooks(tokens, fwd_hooks=[(hook_point, add)])
-
-    return logits
+    return EditedRun(pair.models, model_index, hook_point, add, reads_all=reads_all)
 
 
 def steering_curve(pair: ModelPair, crosscoder: CrossCoder, latent: int, strengths: Sequence[float],

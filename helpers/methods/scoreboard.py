@@ -29,15 +29,17 @@ from pathlib import Path
 
 import torch
 
-from ..activations.models import ModelPair
+from ..activations.diff import check_compatible
+from ..activations.models import ModelPair, check_hook_point
+from ..activations.runs import EditedRun
 from ..analysis.behaviour import greedy_continuations
-from ..analysis.detection import auroc, last_token_activations
-from ..analysis.latents import response_activations
+from ..activations.data import prompts_by_length
+from ..activations.sites import kl_divergence, log_probs
+from ..analysis.detection import auroc
 from ..crosscoder.model import CrossCoder
 from ..toy.organisms import ORGANISMS, Organism, OrganismPrompt, organism_dialogues
 from ..validation import real
 from .difference_lens import activation_difference_lens, lens_probabilities
-from .token_divergence import prompt_kl
 
 TOP_PROMPTS, PROMPT_QUORUM = 5, 3
 TOP_TOKENS, TOKEN_QUORUM = 10, 2
@@ -70,6 +72,37 @@ class MethodOutput:
         if outside:
             raise ValueError(f"{where}: order names items outside [0, {n_items}): {outside[:5]}")
         real(f"{where}: seconds", self.seconds, 0)
+
+
+@dataclass
+class PromptPass:
+    """What one forward pass of each model over the labelled prompts gives every method: ``activations`` per hook
+    point (``{hook: [n, n_models, d_model]}`` at the last prompt token, float32) and ``kl [n]``, ``KL(chat || base)``
+    of the next token after each prompt (``helpers.methods.token_divergence.prompt_kl``)."""
+
+    activations: dict[str, torch.Tensor]
+    kl: torch.Tensor
+    seconds: float
+
+
+@torch.no_grad()
+def prompt_pass(pair: ModelPair, prompts: Sequence[OrganismPrompt], hook_points: Sequence[str]) -> PromptPass:
+    """Each model once over ``prompts`` (equal lengths batched, no padding), keeping the last token's activation
+    at each of ``hook_points`` and the last position's logits for the KL."""
+    started = time.perf_counter()
+    hook_points = sorted(set(hook_points))
+    texts = [p.prompt for p in prompts]
+    activations = {hook: torch.zeros(len(texts), len(pair.models), pair.d_model) for hook in hook_points}
+    kl = torch.zeros(len(texts))
+    for indices, tokens in prompts_by_length(pair.tokenizer, texts, pair.device):
+        last = []
+        for m, model in enumerate(pair.models):
+            logits, cache = model.run_with_cache(tokens, names_filter=hook_points)
+            for hook in hook_points:
+                activations[hook][indices, m] = cache[hook][:, -1].float().cpu()
+            last.append(log_probs(logits[:, -1:]))
+        kl[indices] = kl_divergence(last[1], last[0])[:, 0].float().cpu()
+    return PromptPass(activations, kl, time.perf_counter() - started)
 
 
 def _short(prompt: str) -> str:
@@ -108,51 +141,63 @@ def _spread(values: list, items: list[int], scores: torch.Tensor) -> list:
     return full
 
 
-def crosscoder_output(pair: ModelPair, crosscoder: CrossCoder, prompts: Sequence[OrganismPrompt], method: str,
+def crosscoder_output(crosscoder: CrossCoder, prompts: Sequence[OrganismPrompt], method: str, shared: PromptPass,
                       scan_limit: int = 50) -> MethodOutput:
     """A crosscoder read the usual way: latents from the most chat-specific decoder (relative norm, largest
-    first), each shown by its top prompts; scored by activation at the response position."""
+    first), each shown by its top prompts; scored by activation at the response position (from ``shared``, the
+    pass over the prompts; ``seconds`` counts the encoding plus that pass)."""
     from ..analysis.norms import relative_norms
 
     started = time.perf_counter()
-    scores = response_activations(pair, crosscoder, [p.prompt for p in prompts])
+    with torch.no_grad():
+        acts = shared.activations[crosscoder.cfg.hook_point]
+        scores = crosscoder.encode(acts.to(crosscoder.W_enc.device)).float().cpu()
     order = relative_norms(crosscoder).argsort(descending=True).tolist()
-    return latent_method(method, scores, order, prompts, time.perf_counter() - started, scan_limit)
+    return latent_method(method, scores, order, prompts, time.perf_counter() - started + shared.seconds, scan_limit)
 
 
-def diff_sae_output(pair: ModelPair, sae: CrossCoder, prompts: Sequence[OrganismPrompt], scan_limit: int = 50,
+def diff_sae_output(sae: CrossCoder, prompts: Sequence[OrganismPrompt], shared: PromptPass, scan_limit: int = 50,
                     method: str = "diff-SAE") -> MethodOutput:
     """A diff-SAE read the way its latents are usually ranked: by mean activation over the prompts (labels
     unused), each shown by its top prompts; scored by activation on ``chat - base`` at the response position."""
     started = time.perf_counter()
-    acts = last_token_activations(pair, [p.prompt for p in prompts], [sae.cfg.hook_point])[sae.cfg.hook_point]
+    acts = shared.activations[sae.cfg.hook_point]
     with torch.no_grad():
         scores = sae.encode((acts[:, 1:2] - acts[:, 0:1]).to(sae.W_enc.device)).float().cpu()
     order = scores.mean(0).argsort(descending=True).tolist()
-    return latent_method(method, scores, order, prompts, time.perf_counter() - started, scan_limit)
+    return latent_method(method, scores, order, prompts, time.perf_counter() - started + shared.seconds, scan_limit)
 
 
 def distinctive_tokens(tokenizer, organism: Organism, max_share: float = 0.01) -> set[int]:
     """Token ids of the organism's behaviour and trigger text that appear in at most ``max_share`` of the
     ordinary (organism-free) training answers: what a reader could recognise the organism by."""
+    return distinctive_token_sets(tokenizer, [organism], max_share)[organism.name]
+
+
+def distinctive_token_sets(tokenizer, organisms: Sequence[Organism], max_share: float = 0.01) -> dict[str, set[int]]:
+    """``distinctive_tokens`` of each organism, the ordinary answers tokenised once for all of them."""
     ordinary = [q.answer for name, q in organism_dialogues("train") if name is None]
     encoded = tokenizer([f" {a}" for a in ordinary], add_special_tokens=False)["input_ids"]
     share = Counter(t for ids in encoded for t in set(ids))
-    own = tokenizer(f" {organism.signature}", add_special_tokens=False)["input_ids"]
-    return {t for t in own if share[t] <= max_share * len(ordinary)}
+    result = {}
+    for organism in organisms:
+        own = tokenizer(f" {organism.signature}", add_special_tokens=False)["input_ids"]
+        result[organism.name] = {t for t in own if share[t] <= max_share * len(ordinary)}
+    return result
 
 
 def lens_output(pair: ModelPair, token_batches: Iterable[torch.Tensor], prompts: Sequence[OrganismPrompt],
-                n_positions: int = 8, method: str = "ADL logit lens") -> MethodOutput:
-    """The Activation Difference Lens of ordinary text ``token_batches`` (``[batch, seq]``, BOS first): one item
-    per position (in order), shown by the chat model's logit lens of the mean difference there; scored by the
-    cosine of each prompt's ``chat - base`` at its response position with that difference."""
+                shared: PromptPass, n_positions: int = 8, method: str = "ADL logit lens") -> MethodOutput:
+    """The Activation Difference Lens of ordinary text ``token_batches`` (``[batch, seq]``, BOS first) at the
+    pair's hook point: one item per position (in order), shown by the chat model's logit lens of the mean
+    difference there; scored by the cosine of each prompt's ``chat - base`` at its response position (from
+    ``shared``) with that difference."""
     started = time.perf_counter()
     lens = activation_difference_lens(pair, token_batches, n_positions, progress=False)
-    acts = last_token_activations(pair, [p.prompt for p in prompts], [lens.hook_point])[lens.hook_point]
+    acts = shared.activations[lens.hook_point]
     difference = acts[:, 1] - acts[:, 0]
     scores = torch.nn.functional.cosine_similarity(difference[:, None], lens.mean_difference[None].float(), dim=-1)
-    tokens = {o.name: distinctive_tokens(pair.tokenizer, o) for o in ORGANISMS}
+    tokens = distinctive_token_sets(pair.tokenizer, ORGANISMS)
     views, names = [], []
     for position in range(lens.mean_difference.shape[0]):
         top = lens_probabilities(pair.models[-1], lens.mean_difference[position])[0].topk(TOP_TOKENS).indices.tolist()
@@ -161,25 +206,32 @@ def lens_output(pair: ModelPair, token_batches: Iterable[torch.Tensor], prompts:
         best = max(hits, key=hits.get)  # type: ignore[arg-type]
         names.append(best if hits[best] >= TOKEN_QUORUM else None)
     order = list(range(len(views)))
-    return MethodOutput(method, scores, order, views, names, time.perf_counter() - started)
+    return MethodOutput(method, scores, order, views, names, time.perf_counter() - started + shared.seconds)
 
 
-def kl_output(pair: ModelPair, prompts: Sequence[OrganismPrompt], scan_limit: int = 50,
-              method: str = "per-token KL") -> MethodOutput:
-    """Per-token KL after ``Assistant:``: a single score per prompt; the reader scans the prompts by KL (largest
-    first), each shown with the chat model's greedy continuation, which names the organism it shows."""
+def kl_output(pair: ModelPair, prompts: Sequence[OrganismPrompt], shared: PromptPass, scan_limit: int = 50,
+              chat_continuations: Sequence[str] | None = None, method: str = "per-token KL") -> MethodOutput:
+    """Per-token KL after ``Assistant:`` (from ``shared``): a single score per prompt; the reader scans the prompts
+    by KL (largest first), each shown with the chat model's greedy continuation, which names the organism it
+    shows. ``chat_continuations`` (one per prompt, e.g. those the organism rates were measured on) are reused;
+    without them the scanned prompts' 32-token continuations are generated."""
     started = time.perf_counter()
-    kl = prompt_kl(pair, [p.prompt for p in prompts])
+    kl = shared.kl
     order = kl.argsort(descending=True).tolist()[:scan_limit]
-    chat = pair.models[-1]
-    continuations = greedy_continuations(lambda t: chat(t), pair.tokenizer, [prompts[i].prompt for i in order], 32,
-                                         device=str(pair.device))
+    if chat_continuations is None:
+        generated = greedy_continuations(EditedRun(pair.models, len(pair.models) - 1), pair.tokenizer,
+                                         [prompts[i].prompt for i in order], 32, device=str(pair.device))
+    elif len(chat_continuations) != len(prompts):
+        raise ValueError(f"chat_continuations must hold one continuation per prompt ({len(prompts)}), got "
+                         f"{len(chat_continuations)}")
+    else:
+        generated = [chat_continuations[i] for i in order]
     views: list = [None] * len(prompts)
     names: list = [None] * len(prompts)
-    for i, text in zip(order, continuations):
+    for i, text in zip(order, generated):
         views[i] = f"{_short(prompts[i].prompt)} -> {text.strip()}"
         names[i] = next((o.name for o in ORGANISMS if o.shows(text)), None)
-    return MethodOutput(method, kl[:, None], order, views, names, time.perf_counter() - started)
+    return MethodOutput(method, kl[:, None], order, views, names, time.perf_counter() - started + shared.seconds)
 
 
 def scoreboard(outputs: Sequence[MethodOutput], prompts: Sequence[OrganismPrompt]):
@@ -213,18 +265,25 @@ def scoreboard(outputs: Sequence[MethodOutput], prompts: Sequence[OrganismPrompt
 
 
 def run_methods(pair: ModelPair, prompts: Sequence[OrganismPrompt], crosscoders: dict[str, CrossCoder],
-                diff_sae: CrossCoder, lens_sequences: int = 256, scan_limit: int = 50) -> list[MethodOutput]:
+                diff_sae: CrossCoder, lens_sequences: int = 256, scan_limit: int = 50,
+                chat_continuations: Sequence[str] | None = None) -> list[MethodOutput]:
     """Every method of the scoreboard on ``prompts``: each crosscoder (by name), the diff-SAE, the Activation
     Difference Lens of ``lens_sequences`` rows of ordinary text (the toy corpus's stdlib source, never a
-    dialogue) and per-token KL."""
+    dialogue) and per-token KL, all fed by one forward pass of each model over the prompts (``prompt_pass``;
+    each method's ``seconds`` includes it). ``chat_continuations``: see ``kl_output``."""
     from ..activations.data import ToyTokenSource
 
+    for crosscoder in crosscoders.values():
+        check_compatible(crosscoder, pair)
+    check_hook_point(pair.models[0], diff_sae.cfg.hook_point)
+    shared = prompt_pass(pair, prompts, [pair.hook_point, diff_sae.cfg.hook_point,
+                                         *(c.cfg.hook_point for c in crosscoders.values())])
     text = ToyTokenSource(pair.tokenizer, seq_len=16, seed=1, chat_fraction=0.0).next_batch(lens_sequences)
     batches = [row.to(pair.device) for row in text.split(64)]
-    return [*(crosscoder_output(pair, c, prompts, name, scan_limit) for name, c in crosscoders.items()),
-            diff_sae_output(pair, diff_sae, prompts, scan_limit),
-            lens_output(pair, batches, prompts),
-            kl_output(pair, prompts, scan_limit)]
+    return [*(crosscoder_output(c, prompts, name, shared, scan_limit) for name, c in crosscoders.items()),
+            diff_sae_output(diff_sae, prompts, shared, scan_limit),
+            lens_output(pair, batches, prompts, shared),
+            kl_output(pair, prompts, shared, scan_limit, chat_continuations)]
 
 
 def train_seconds(folder: Path) -> float | None:
