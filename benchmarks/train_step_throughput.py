@@ -77,8 +77,10 @@ def matmul_fraction(step, x) -> float:
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if x.is_cuda else [])
+    for _ in range(2):  # warm: the first steps allocate the optimiser state and caches
+        step(x)
     with profile(activities=activities) as prof:
-        for _ in range(3):
+        for _ in range(10):
             step(x)
     events = prof.key_averages()
     attr = "self_device_time_total" if x.is_cuda else "self_cpu_time_total"

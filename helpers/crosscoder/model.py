@@ -33,6 +33,7 @@ from torch import nn
 from ..distributed import any_over_batch, batch_is_global, batch_world_size, centred_energy, global_top_values
 from ..validation import activations, instance, optional_positive_int, real
 from .config import CrossCoderConfig
+from .relu_step import relu_encode
 from .sparse_step import batch_top_k, sparse_forward
 
 
@@ -299,16 +300,15 @@ class CrossCoder(nn.Module):
 
     # ------------------------------------------------------------------ losses
 
-    def losses(
-        self, x: torch.Tensor, normalized: bool = False, l1_coeff: float = 0.0, k: int | None = None,
-        sparse: bool | None = None,
-    ) -> CrossCoderLosses:
+    def losses(self, x: torch.Tensor, normalized: bool = False, l1_coeff: float = 0.0, k: int | None = None,
+               sparse: bool | None = None) -> CrossCoderLosses:
         """All training losses and metrics for a batch ``x`` ``[batch, n_models, d_model]``.
 
         Losses are computed in the working (normalised) space, as in the replication. In training
         mode this also updates the dead-latent counters and the BatchTopK threshold. ``sparse`` (default:
         on for ``topk`` / ``batchtopk`` on unfolded weights) decodes and back-propagates through the active
-        latents only (``helpers.crosscoder.sparse_step``); ``sparse=False`` forces the dense step.
+        latents only (``helpers.crosscoder.sparse_step``); ``sparse=False`` forces the dense step. A relu
+        crosscoder's step runs through ``helpers.crosscoder.relu_step`` (fewer passes, same gradients).
         """
         self._check_input(x)
         if x.shape[0] * batch_world_size() < 2:
@@ -322,24 +322,25 @@ class CrossCoder(nn.Module):
         use_sparse = self.cfg.activation != "relu" and not self.is_folded if sparse is None else sparse
         if use_sparse and (self.cfg.activation == "relu" or self.is_folded):
             raise ValueError("the sparse step needs a topk / batchtopk crosscoder whose scaling is not folded")
+        weights = self.code_weights() * self.penalty_scales if self._penalised else self.code_weights()
         if use_sparse:
             latents, x_hat, sparsity, aux, active = sparse_forward(self, x_norm, k, update_threshold=self.training)
             l0 = torch.tensor(active.numel() / x_norm.shape[0], device=x_norm.device)
             fired = torch.zeros(self.cfg.d_hidden, dtype=torch.bool, device=x_norm.device).index_fill_(0, active, True)
+        elif self.cfg.activation == "relu" and not self.is_folded:  # the L1 step in fewer passes (relu_step)
+            latents, sparsity, l0, fired = relu_encode(x_norm, self.W_enc, self.b_enc, weights)
         else:
             acts = torch.relu(self.pre_activations(x_norm, normalized=True))
             latents = self._sparsify(acts, k, update_threshold=self.training)
-            x_hat = self.decode(latents, normalized=True)
-            # sum_j f_j * w_j as one mat-vec (a single pass over the [batch, d_hidden] latents)
-            weights = self.code_weights() * self.penalty_scales if self._penalised else self.code_weights()
             sparsity = (latents.float() @ weights.float()).mean()
             l0 = latents.detach().sign().sum(-1).mean()  # latents >= 0: sign is 1 where active (fast on CPU)
             fired = latents.detach().amax(dim=0) > 0
+        if not use_sparse:
+            x_hat = self.decode(latents, normalized=True)
         x_target = x_norm.to(x_hat.dtype)
         error = (x_hat - x_target).float()
         squared_error = error.pow(2)
         reconstruction = squared_error.sum(dim=(-2, -1)).mean()
-
         centred = (x_target - x_target.mean(0)).float().pow(2)
         ev_per_model = (1 - squared_error.sum(-1) / centred.sum(-1)).mean(0)
         explained_variance = (1 - squared_error.sum((-2, -1)) / centred.sum((-2, -1))).mean()
