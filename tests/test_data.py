@@ -191,3 +191,14 @@ def test_hf_source_checks_its_arguments(tokenizer):
                           ({"path": "json", "seq_len": 1}, "seq_len")):
         with pytest.raises((ValueError, TypeError), match=error):
             HFTokenSource(tokenizer=tokenizer, **kwargs)
+
+
+def test_pack_rows_equals_pack():
+    from helpers.activations.data import pack, pack_rows
+
+    generator = torch.Generator().manual_seed(0)
+    lists = [torch.randint(3, 50, (int(n),), generator=generator).tolist()
+             for n in torch.randint(0, 30, (40,), generator=generator)]
+    for seq_len in (2, 7, 16):
+        expected = torch.tensor(list(pack(iter(lists), seq_len, bos_id=1)), dtype=torch.long)
+        assert torch.equal(pack_rows(lists, seq_len, bos_id=1), expected.view(-1, seq_len))

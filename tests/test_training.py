@@ -187,6 +187,7 @@ def test_disk_full_cleans_up_and_names_the_last_checkpoint(tmp_path, monkeypatch
     ("lr", "1e-3", "lr must be a finite number"),
     ("checkpoint_every", 2.5, "checkpoint_every must be an integer"),
     ("seed", True, "seed must be an integer"),
+    ("threshold_start_step", -1, "threshold_start_step must be an integer >= 0"),
 ])
 def test_train_config_refuses_bad_values(field, value, message):
     with pytest.raises(ValueError, match=message):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -91,6 +91,14 @@ def pack(token_lists: Iterator[list[int]], seq_len: int, bos_id: int,
                 row = [bos_id]
 
 
+def pack_rows(token_lists: Iterable[list[int]], seq_len: int, bos_id: int) -> torch.Tensor:
+    """``pack`` of a finite stream without ``special_ids``, all at once: ``[n_rows, seq_len]``."""
+    flat = torch.tensor(list(itertools.chain.from_iterable(token_lists)), dtype=torch.long)
+    n_rows = flat.numel() // (seq_len - 1)
+    body = flat[: n_rows * (seq_len - 1)].view(n_rows, seq_len - 1)
+    return torch.cat([torch.full((n_rows, 1), bos_id, dtype=torch.long), body], dim=1)
+
+
 class ToyTokenSource:
     """The toy corpus: rows of stdlib source and rows of packed dialogues (``dialogues``: ``"toy"`` or
     ``"organisms"``, see ``helpers.toy.organisms``), alternating (50/50).
@@ -110,9 +118,8 @@ class ToyTokenSource:
         bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
         text_ids, dialogue_ids = organisms.corpus_token_ids(tokenizer, split, dialogues)
         order = torch.randperm(len(dialogue_ids), generator=torch.Generator().manual_seed(seed)).tolist()
-        self.text_rows = torch.tensor(list(pack(([*ids, eos] for ids in text_ids), seq_len, bos)), dtype=torch.long)
-        self.chat_rows = torch.tensor(list(pack(([*dialogue_ids[i], eos] for i in order), seq_len, bos)),
-                                      dtype=torch.long)
+        self.text_rows = pack_rows(([*ids, eos] for ids in text_ids), seq_len, bos)
+        self.chat_rows = pack_rows(([*dialogue_ids[i], eos] for i in order), seq_len, bos)
         self.epoch, self.position = 0, 0
         self._plan = self._epoch_plan(0)
 

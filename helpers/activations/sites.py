@@ -3,7 +3,7 @@
 A *site* is a per-block hook point ``blocks.L.<hook>``. Everything that runs a model to a site goes
 through here, so the rule "how far must a model run for this hook" is written once (``run_to_site``):
 ``blocks.L.hook_resid_pre`` is the input of block ``L``, which the bridge returns with
-``stop_at_layer=L``; any other hook of block ``L`` is cached on a run stopped after block ``L``.
+``stop_at_layer=L``; any other hook's activation is captured by a hook that then stops the forward pass.
 
 ``SplicedRunner`` computes everything before block ``L`` once per model and re-runs only the rest with
 the activation replaced (for CE recovered, ablations, steering). TransformerLens 4's ``start_at_layer``
@@ -69,15 +69,32 @@ def check_tokens(model, tokens: torch.Tensor) -> torch.Tensor:
     return tokens
 
 
+class _ReachedSite(Exception):
+    """Raised by the hook that captured the site's activation, so that nothing after the site is computed."""
+
+
 @torch.no_grad()
 def run_to_site(model, tokens: torch.Tensor, hook_point: str) -> torch.Tensor:
-    """One model's activation at ``hook_point``, ``[batch, seq, d_model]``, running no further than needed."""
+    """One model's activation at ``hook_point``, ``[batch, seq, d_model]``, running no further than needed: a
+    block input is the output of ``stop_at_layer``; any other hook stops the forward pass right after it (so the
+    last block's output costs no final norm, unembedding or logit soft-capping)."""
     layer = hook_layer(hook_point)
     tokens = check_tokens(model, tokens).to(model_device(model))
     if is_block_input(hook_point):
         return model(tokens, stop_at_layer=layer)
-    _, cache = model.run_with_cache(tokens, names_filter=[hook_point], stop_at_layer=layer + 1)
-    return cache[hook_point]
+    captured: dict[str, torch.Tensor] = {}
+
+    def capture(activation: torch.Tensor, hook) -> torch.Tensor:
+        captured["value"] = activation
+        raise _ReachedSite
+
+    try:
+        model.run_with_hooks(tokens, fwd_hooks=[(hook_point, capture)])
+    except _ReachedSite:
+        pass
+    if "value" not in captured:
+        raise SiteError(f"hook point {hook_point!r} never fired in a forward pass of this model")
+    return captured["value"]
 
 
 @torch.no_grad()

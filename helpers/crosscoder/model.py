@@ -84,6 +84,7 @@ class CrossCoder(nn.Module):
         self.register_buffer("activation_mean", torch.zeros(n, d))
         self.register_buffer("scaling_folded", torch.tensor(False))
         self.register_buffer("threshold", torch.tensor(-1.0))
+        self.learns_threshold = True
         self.register_buffer("tokens_since_fired", torch.zeros(h, dtype=torch.long))
         mask = cfg.decoder_mask()
         self._constrained = mask is not None
@@ -267,15 +268,13 @@ class CrossCoder(nn.Module):
 
     @torch.no_grad()
     def _update_threshold(self, selected_scores: torch.Tensor) -> None:
+        """The EMA of the smallest selected score, as dictionary_learning's ``BatchTopKCrossCoderTrainer``; not while
+        ``learns_threshold`` is off (the Trainer holds it off until ``TrainConfig.threshold_start_step``)."""
         positive = selected_scores[selected_scores > 0]
-        if positive.numel() == 0:
+        if positive.numel() == 0 or not self.learns_threshold:
             return
-        smallest = positive.min().float()
-        if self.threshold < 0:
-            self.threshold.copy_(smallest)
-        else:
-            beta = self.cfg.threshold_beta
-            self.threshold.copy_(beta * self.threshold + (1 - beta) * smallest)
+        beta = self.cfg.threshold_beta if self.threshold >= 0 else 0.0  # the first update sets it
+        self.threshold.copy_(beta * self.threshold + (1 - beta) * positive.min().float())
 
     def encode(self, x: torch.Tensor, normalized: bool = False, k: int | None = None) -> torch.Tensor:
         """Latent activations ``[batch, d_hidden]`` of activations ``x`` ``[batch, n_models, d_model]``.

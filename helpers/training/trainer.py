@@ -239,6 +239,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         x = self.buffer.next_batch(cfg.batch_size // self.world_size).to(self.device)
+        crosscoder.learns_threshold = cfg.learns_threshold_at(self.step)
         losses = crosscoder.losses(x, l1_coeff=l1_coeff, k=k)
         # one collective agrees on the loss (finite on every rank?) and on Ctrl-C (pressed on any rank?)
         agreed = sum_over_batch(torch.stack([losses.total.detach().float(),
