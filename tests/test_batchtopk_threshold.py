@@ -52,17 +52,16 @@ def test_a_crosscoder_told_not_to_learn_keeps_its_threshold():
     assert float(crosscoder.threshold) == -1.0
 
 
-def test_the_threshold_is_learnt_once_k_has_annealed():
-    annealed = TrainConfig(num_tokens=100 * 10, batch_size=10, k_start=40, k_anneal_frac=0.2)
-    assert [annealed.learns_threshold_at(s) for s in (0, 19, 20, 99)] == [False, False, True, True]
-    assert TrainConfig(num_tokens=100 * 10, batch_size=10).learns_threshold_at(0)
-    explicit = TrainConfig(num_tokens=100 * 10, batch_size=10, k_start=40, threshold_start_step=5)
-    assert [explicit.learns_threshold_at(s) for s in (4, 5)] == [False, True]
+def test_the_threshold_is_learnt_after_the_start_step_as_the_peer():
+    assert [TrainConfig(num_tokens=1000, batch_size=10).learns_threshold_at(s) for s in (0, 1, 99)] == [False, True,
+                                                                                                         True]
+    later = TrainConfig(num_tokens=1000, batch_size=10, k_start=40, threshold_start_step=5)
+    assert [later.learns_threshold_at(s) for s in (5, 6)] == [False, True]
 
 
-def test_the_trainer_holds_the_threshold_until_k_has_annealed(tmp_path):
-    trainer = tiny_trainer(None, "batchtopk", steps=20, k_start=16, k_anneal_frac=0.5)
-    trainer.train(steps=10)  # annealing: k 16 -> 4 over steps 0..9
+def test_the_trainer_holds_the_threshold_up_to_the_start_step(tmp_path):
+    trainer = tiny_trainer(None, "batchtopk", steps=20, k_start=16, threshold_start_step=9)
+    trainer.train(steps=10)  # steps 0..9
     assert float(trainer.crosscoder.threshold) == -1.0
     trainer.train(steps=1)
     assert float(trainer.crosscoder.threshold) > 0

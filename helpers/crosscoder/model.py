@@ -269,7 +269,7 @@ class CrossCoder(nn.Module):
     @torch.no_grad()
     def _update_threshold(self, selected_scores: torch.Tensor) -> None:
         """The EMA of the smallest selected score, as dictionary_learning's ``BatchTopKCrossCoderTrainer``; not while
-        ``learns_threshold`` is off (the Trainer holds it off until ``TrainConfig.threshold_start_step``)."""
+        ``learns_threshold`` is off (the Trainer holds it off up to ``TrainConfig.threshold_start_step``)."""
         positive = selected_scores[selected_scores > 0]
         if positive.numel() == 0 or not self.learns_threshold:
             return

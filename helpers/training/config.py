@@ -18,7 +18,7 @@ class TrainConfig:
     Defaults are the replication's except ``num_tokens``. ``checkpoint_dir`` None disables checkpoints.
     ``batch_size`` is the global batch: with ``torchrun`` each of the ranks trains on an equal slice of it.
     ``k_start`` anneals a top-k crosscoder's k down to its own over the first ``k_anneal_frac`` of the steps;
-    ``threshold_start_step`` is when a BatchTopK crosscoder starts learning its threshold (``learns_threshold_at``).
+    ``threshold_start_step``: a BatchTopK crosscoder learns its threshold after it (``learns_threshold_at``).
     """
 
     num_tokens: int = 10_000_000
@@ -32,7 +32,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     k_start: int | None = None
     k_anneal_frac: float = 0.1
-    threshold_start_step: int | None = None
+    threshold_start_step: int = 0
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int | None = None
@@ -54,8 +54,7 @@ class TrainConfig:
         if self.grad_clip is not None:
             real("grad_clip", self.grad_clip, 0, low_open=True)
         optional_positive_int("k_start", self.k_start)
-        if self.threshold_start_step is not None:
-            positive_int("threshold_start_step", self.threshold_start_step, minimum=0)
+        positive_int("threshold_start_step", self.threshold_start_step, minimum=0)
         positive_int("seed", self.seed, minimum=0)
         positive_int("log_every", self.log_every)
         optional_positive_int("checkpoint_every", self.checkpoint_every)
@@ -87,14 +86,10 @@ class TrainConfig:
         return int(round(self.k_start + (k_final - self.k_start) * frac))
 
     def learns_threshold_at(self, step: int) -> bool:
-        """Whether a BatchTopK crosscoder updates its inference threshold at ``step``: from ``threshold_start_step``
-        on (dictionary_learning's ``threshold_start_step``, 1,000 there by default), or, left None, once k has
-        finished annealing (from step 0 without annealing). An EMA with decay 0.999 remembers ~1,000 steps, so the
-        smaller cut-offs of a larger k would otherwise lower the threshold and raise the inference L0 above k."""
-        if self.threshold_start_step is not None:
-            return step >= self.threshold_start_step
-        anneals = self.k_start is not None
-        return step >= (max(1, int(self.k_anneal_frac * self.total_steps)) if anneals else 0)
+        """Whether a BatchTopK crosscoder updates its inference threshold at ``step``: after ``threshold_start_step``,
+        as dictionary_learning's ``BatchTopKCrossCoderTrainer`` (``step > threshold_start_step``). Its default there is
+        1,000 steps, which would leave a short run (the toy releases train 600) without a threshold; ours is 0."""
+        return step > self.threshold_start_step
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
