@@ -237,8 +237,10 @@ def main() -> None:
     device = "cpu" if args.cpu_smoke else "cuda"
     if device == "cuda" and not torch.cuda.is_available():
         sys.exit("no CUDA device here: run with --cpu-smoke, or on a machine with a GPU")
-    result = check("smoke" if args.cpu_smoke else "full", device)
+    if args.report is not None and not args.report.parent.is_dir():  # checked before minutes of work, not after
+        sys.exit(f"--report {args.report}: the folder {args.report.parent} does not exist")
     args.out.mkdir(parents=True, exist_ok=True)
+    result = check("smoke" if args.cpu_smoke else "full", device)
     (args.out / "gpu_check.json").write_text(json.dumps(result, indent=1))
     report = markdown(result)
     (args.out / "gpu_check.md").write_text(report)

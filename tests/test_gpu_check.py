@@ -29,3 +29,11 @@ def test_gpu_check_cpu_smoke_writes_its_report():
     generation = next(row for row in result["workloads"] if row["workload"].startswith("generation"))
     assert generation["same_tokens"]
     assert (ROOT / "outputs/gpu_check/cpu-smoke/gpu_check.md").read_text().count("\n|") == len(names) + 2
+
+
+def test_gpu_check_refuses_a_report_folder_that_does_not_exist_before_any_work(tmp_path):
+    done = subprocess.run([sys.executable, "scripts/gpu_check.py", "--cpu-smoke", "--out", str(tmp_path / "out"),
+                           "--report", str(tmp_path / "missing" / "gpu.md")], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode != 0 and "missing" in done.stderr and "does not exist" in done.stderr
+    assert not (tmp_path / "out" / "gpu_check.json").exists()

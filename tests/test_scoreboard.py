@@ -64,3 +64,15 @@ def test_distinctive_tokens_are_the_organisms_own_and_rare_in_ordinary_answers(t
     the = toy_tokenizer(" the", add_special_tokens=False)["input_ids"]
     assert not set(the) & tokens, "a word of every answer tells a reader nothing"
     assert distinctive_tokens(toy_tokenizer, fact, max_share=1.0) == own
+
+
+def test_run_methods_refuses_continuations_that_do_not_match_the_prompts_before_any_forward_pass(toy_pair):
+    from helpers import from_pretrained
+    from helpers.methods.diff_sae import toy_diff_sae_path
+    from helpers.crosscoder.checkpoints import load
+    from helpers.methods.scoreboard import run_methods
+
+    prompts = labelled([None, "refusal"])
+    with pytest.raises(ValueError, match=r"one continuation per prompt \(2\), got 1"):
+        run_methods(toy_pair, prompts, {"toy-l3": from_pretrained("toy-l3")}, load(toy_diff_sae_path()),
+                    chat_continuations=["only one"])

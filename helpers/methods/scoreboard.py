@@ -276,6 +276,9 @@ def run_methods(pair: ModelPair, prompts: Sequence[OrganismPrompt], crosscoders:
     for crosscoder in crosscoders.values():
         check_compatible(crosscoder, pair)
     check_hook_point(pair.models[0], diff_sae.cfg.hook_point)
+    if chat_continuations is not None and len(chat_continuations) != len(prompts):
+        raise ValueError(f"chat_continuations must hold one continuation per prompt ({len(prompts)}), got "
+                         f"{len(chat_continuations)}")
     shared = prompt_pass(pair, prompts, [pair.hook_point, diff_sae.cfg.hook_point,
                                          *(c.cfg.hook_point for c in crosscoders.values())])
     text = ToyTokenSource(pair.tokenizer, seq_len=16, seed=1, chat_fraction=0.0).next_batch(lens_sequences)
