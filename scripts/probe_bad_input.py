@@ -102,6 +102,7 @@ def probes(workdir: Path) -> list[Probe]:
         load_model_pair,
     )
     from helpers.analysis.norms import LatentStatistics
+    from helpers.crosscoder.relu_step import relu_step
 
     pair = load_model_pair("toy")
     release = from_pretrained("toy-l3")
@@ -126,6 +127,9 @@ def probes(workdir: Path) -> list[Probe]:
         Probe("CrossCoder", "cfg", "a dict", lambda: CrossCoder({"d_model": 8}), "CrossCoderConfig"),
         Probe("CrossCoder.losses", "x", "[8, 1, 8]", lambda: small.losses(torch.randn(8, 1, 8)),
               r"shape \[batch, 2, 8\]"),
+        Probe("relu_step", "decoder", "[16, 8, 2]", lambda: relu_step(
+            torch.randn(4, 2, 8), torch.randn(2, 8, 16), torch.randn(16), torch.randn(16, 8, 2), torch.randn(2, 8),
+            torch.rand(16)), r"decoder must have shape \[16, 2, 8\]"),
         Probe("CrossCoder.losses", "x", "one token", lambda: small.losses(torch.randn(1, 2, 8)), "2 activations"),
         Probe("CrossCoder.losses", "k", "-1", lambda: small.losses(torch.randn(4, 2, 8), k=-1), "k must be"),
         Probe("CrossCoder.encode", "x", "integer tensor", lambda: small.encode(torch.ones(4, 2, 8, dtype=torch.long)),

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from helpers.crosscoder.model import CrossCoder, CrossCoderConfig
+from helpers.crosscoder.relu_step import relu_step
 
 
 def plain_losses(crosscoder: CrossCoder, x: torch.Tensor, l1_coeff: float):
@@ -50,3 +51,26 @@ def test_relu_step_equals_the_plain_formulation(name):
         assert param.grad is not None, param_name
         assert torch.allclose(param.grad, other.grad, rtol=1e-4, atol=1e-6), param_name
     assert torch.equal(ours.tokens_since_fired == 0, fired), "the dead-latent counters saw the same firing latents"
+
+
+def test_relu_step_outputs_against_the_formulas():
+    torch.manual_seed(1)
+    x, encoder, decoder = torch.randn(32, 2, 8), torch.randn(2, 8, 40), torch.randn(40, 2, 8)
+    encoder_bias, decoder_bias, weights = torch.randn(40), torch.randn(2, 8), torch.rand(40)
+    latents, x_hat, penalty, l0, fired = relu_step(x, encoder, encoder_bias, decoder, decoder_bias, weights)
+    expected = torch.relu(torch.einsum("bnd,ndh->bh", x, encoder) + encoder_bias)
+    assert torch.allclose(latents, expected, atol=1e-5) and not latents.requires_grad
+    assert torch.allclose(x_hat, torch.einsum("bh,hnd->bnd", expected, decoder) + decoder_bias, atol=1e-4)
+    assert torch.allclose(penalty, (expected @ weights).mean(), rtol=1e-5)
+    assert l0 == (expected > 0).sum() / 32 and torch.equal(fired, (expected > 0).any(0))
+
+
+@pytest.mark.parametrize("name, index, shape", [("x_norm", 0, (32, 3, 8)), ("encoder_bias", 2, (41,)),
+                                                ("decoder", 3, (40, 8, 2)), ("decoder_bias", 4, (8,)),
+                                                ("weights", 5, (40, 1))])
+def test_relu_step_refuses_mismatched_shapes(name, index, shape):
+    args = [torch.randn(32, 2, 8), torch.randn(2, 8, 40), torch.randn(40), torch.randn(40, 2, 8), torch.randn(2, 8),
+            torch.rand(40)]
+    args[index] = torch.randn(*shape)
+    with pytest.raises(ValueError, match=name):
+        relu_step(*args)

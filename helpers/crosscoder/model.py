@@ -33,7 +33,7 @@ from torch import nn
 from ..distributed import any_over_batch, batch_is_global, batch_world_size, centred_energy, global_top_values
 from ..validation import activations, instance, optional_positive_int, real
 from .config import CrossCoderConfig
-from .relu_step import relu_encode
+from .relu_step import relu_step
 from .sparse_step import batch_top_k, sparse_forward
 
 
@@ -327,14 +327,14 @@ class CrossCoder(nn.Module):
             l0 = torch.tensor(active.numel() / x_norm.shape[0], device=x_norm.device)
             fired = torch.zeros(self.cfg.d_hidden, dtype=torch.bool, device=x_norm.device).index_fill_(0, active, True)
         elif self.cfg.activation == "relu" and not self.is_folded:  # the L1 step in fewer passes (relu_step)
-            latents, sparsity, l0, fired = relu_encode(x_norm, self.W_enc, self.b_enc, weights)
+            latents, x_hat, sparsity, l0, fired = relu_step(x_norm, self.W_enc, self.b_enc, self.decoder_weight(),
+                                                            self.b_dec, weights)
         else:
             acts = torch.relu(self.pre_activations(x_norm, normalized=True))
             latents = self._sparsify(acts, k, update_threshold=self.training)
             sparsity = (latents.float() @ weights.float()).mean()
             l0 = latents.detach().sign().sum(-1).mean()  # latents >= 0: sign is 1 where active (fast on CPU)
             fired = latents.detach().amax(dim=0) > 0
-        if not use_sparse:
             x_hat = self.decode(latents, normalized=True)
         x_target = x_norm.to(x_hat.dtype)
         error = (x_hat - x_target).float()
