@@ -102,6 +102,7 @@ def probes(workdir: Path) -> list[Probe]:
         load_model_pair,
     )
     from helpers.analysis.norms import LatentStatistics
+    from helpers.crosscoder.jumprelu import jump_relu, jumprelu_penalties
     from helpers.crosscoder.relu_step import relu_step
 
     pair = load_model_pair("toy")
@@ -127,6 +128,15 @@ def probes(workdir: Path) -> list[Probe]:
         Probe("CrossCoder", "cfg", "a dict", lambda: CrossCoder({"d_model": 8}), "CrossCoderConfig"),
         Probe("CrossCoder.losses", "x", "[8, 1, 8]", lambda: small.losses(torch.randn(8, 1, 8)),
               r"shape \[batch, 2, 8\]"),
+        Probe("CrossCoderConfig", "jumprelu_bandwidth", "0", lambda: CrossCoderConfig(
+            8, 16, activation="jumprelu", jumprelu_bandwidth=0.0), "jumprelu_bandwidth"),
+        Probe("CrossCoderConfig", "k", "8 for jumprelu", lambda: CrossCoderConfig(8, 16, activation="jumprelu", k=8),
+              "takes no k"),
+        Probe("CrossCoderConfig", "delta_coeff", "NaN", lambda: CrossCoderConfig(8, 16, delta_coeff=nan), "delta_coeff"),
+        Probe("jump_relu", "threshold", "[15] for 16 latents", lambda: jump_relu(torch.randn(4, 16), torch.rand(15), 2.0),
+              "threshold"),
+        Probe("jumprelu_penalties", "tanh_scale", "-1", lambda: jumprelu_penalties(
+            torch.rand(4, 16), torch.rand(4, 16), torch.rand(16), torch.rand(16), -1.0), "tanh_scale"),
         Probe("relu_step", "decoder", "[16, 8, 2]", lambda: relu_step(
             torch.randn(4, 2, 8), torch.randn(2, 8, 16), torch.randn(16), torch.randn(16, 8, 2), torch.randn(2, 8),
             torch.rand(16)), r"decoder must have shape \[16, 2, 8\]"),

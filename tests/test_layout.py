@@ -17,7 +17,7 @@ ROOT = PACKAGE.parent
 SUBPACKAGES: dict[str, list[set[str]]] = {
     "": [{"files", "dtypes", "validation", "distributed", "registry"}],
     "toy": [{"corpus"}, {"organisms"}, {"shipped"}],
-    "crosscoder": [{"config"}, {"sparse_step", "relu_step"}, {"model"}, {"checkpoints"}, {"releases"}],
+    "crosscoder": [{"config"}, {"sparse_step", "relu_step", "jumprelu"}, {"model"}, {"checkpoints"}, {"releases"}],
     "activations": [{"sites"}, {"data"}, {"models"}, {"buffer", "runs"}, {"diff"}],
     "training": [{"gpu_plan", "run_folder", "config"}, {"trainer"}, {"recipes"}, {"launch"}],
     "analysis": [{"norms"}, {"latents"}, {"behaviour", "scaling"}, {"figures", "detection", "evals", "steering", "interventions"},

@@ -15,9 +15,10 @@ from ..dtypes import DTYPES
 from ..registry import model_roles
 from ..validation import one_of, optional_positive_int, positive_int, real
 
-Activation = Literal["relu", "topk", "batchtopk"]
+Activation = Literal["relu", "topk", "batchtopk", "jumprelu"]
 CodeNormalization = Literal["crosscoder", "sae", "none"]
-ACTIVATIONS: tuple[str, ...] = ("relu", "topk", "batchtopk")
+ACTIVATIONS: tuple[str, ...] = ("relu", "topk", "batchtopk", "jumprelu")
+TOP_K_ACTIVATIONS: tuple[str, ...] = ("topk", "batchtopk")
 CODE_NORMALIZATIONS: tuple[str, ...] = ("crosscoder", "sae", "none")
 # What a checkpoint's cfg.json holds beside the fields: its format, the variant (for reading), the training record,
 # and the id that ties it to its weights file (helpers.crosscoder.checkpoints).
@@ -33,8 +34,9 @@ class CrossCoderConfig:
         d_hidden: number of latents (dictionary size).
         n_models: number of models; index 0 is the base model (A), 1 the fine-tuned model (B). With 1 the
             crosscoder is a sparse autoencoder.
-        activation: ``relu`` (L1-penalised), ``topk`` (k per token) or ``batchtopk`` (k * batch per
-            batch while training, a learned threshold at inference).
+        activation: ``relu`` (L1-penalised), ``topk`` (k per token), ``batchtopk`` (k * batch per
+            batch while training, a learned threshold at inference) or ``jumprelu`` (a learned threshold per
+            latent, Anthropic's tanh penalty and pre-activation loss: ``helpers.crosscoder.jumprelu``).
         k: active latents per token for the top-k variants.
         code_normalization: how each latent's activation is weighted by its decoder norms, in the
             sparsity penalty and in top-k selection: ``crosscoder`` = sum over models of
@@ -45,6 +47,12 @@ class CrossCoderConfig:
         aux_k_coeff: weight of the auxiliary loss in the total loss.
         dead_after_tokens: a latent that has not fired for this many training tokens counts as dead.
         threshold_beta: EMA decay of the BatchTopK inference threshold.
+        jumprelu_bandwidth: width of the straight-through estimator's rectangle kernel (Anthropic: 2.0).
+        jumprelu_init_threshold: every latent's JumpReLU threshold at initialisation.
+        tanh_scale: ``c`` in the JumpReLU sparsity penalty ``tanh(c * f * ||W_dec||)`` (Anthropic: 4.0).
+        pre_act_coeff: weight of the JumpReLU pre-activation loss (Anthropic: 3e-6).
+        delta_coeff: the delta-crosscoder's weight on reconstructing the *difference* between the two models'
+            activations, ``||(x_B - x_A) - (x_hat_B - x_hat_A)||^2`` (Kassem et al. 2026, with BatchTopK; 0: none).
         seed: seed of the initialisation.
         shared_latents: designated shared latents (Anthropic, Feb 2025): the first ``shared_latents``
             latents have one decoder vector for all models (a single parameter, ``W_dec_tied``).
@@ -69,6 +77,11 @@ class CrossCoderConfig:
     aux_k_coeff: float = 1 / 32
     dead_after_tokens: int = 1_000_000
     threshold_beta: float = 0.999
+    jumprelu_bandwidth: float = 2.0
+    jumprelu_init_threshold: float = 0.1
+    tanh_scale: float = 4.0
+    pre_act_coeff: float = 3e-6
+    delta_coeff: float = 0.0
     seed: int = 0
     shared_latents: int = 0
     shared_sparsity_scale: float = 1.0
@@ -83,7 +96,7 @@ class CrossCoderConfig:
         positive_int("d_hidden", self.d_hidden)
         one_of("activation", self.activation, ACTIVATIONS)
         one_of("code_normalization", self.code_normalization, CODE_NORMALIZATIONS)
-        if self.activation != "relu" and (isinstance(self.k, bool) or not isinstance(self.k, int)
+        if self.activation in TOP_K_ACTIVATIONS and (isinstance(self.k, bool) or not isinstance(self.k, int)
                                           or not 0 < self.k <= self.d_hidden):
             raise ValueError(f"activation {self.activation!r} needs an integer 0 < k <= d_hidden, got k={self.k!r}")
         optional_positive_int("k", self.k)
@@ -92,6 +105,16 @@ class CrossCoderConfig:
         real("aux_k_coeff", self.aux_k_coeff, 0)
         positive_int("dead_after_tokens", self.dead_after_tokens)
         real("threshold_beta", self.threshold_beta, 0, 1)
+        real("jumprelu_bandwidth", self.jumprelu_bandwidth, 0, low_open=True)
+        real("jumprelu_init_threshold", self.jumprelu_init_threshold, 0, low_open=True)
+        real("tanh_scale", self.tanh_scale, 0, low_open=True)
+        real("pre_act_coeff", self.pre_act_coeff, 0)
+        real("delta_coeff", self.delta_coeff, 0)
+        if self.delta_coeff and self.n_models != 2:
+            raise ValueError(f"delta_coeff weighs the difference between two models; n_models is {self.n_models}")
+        if self.activation not in TOP_K_ACTIVATIONS and self.k is not None:
+            raise ValueError(f"k={self.k!r} is for the topk / batchtopk activations; a {self.activation} crosscoder "
+                             f"takes no k (leave it None)")
         positive_int("seed", self.seed, minimum=0)
         if self.hook_point is not None and (not isinstance(self.hook_point, str) or not self.hook_point):
             raise ValueError(f"hook_point must be a hook name such as 'blocks.14.hook_resid_pre' or None, "
@@ -116,9 +139,11 @@ class CrossCoderConfig:
 
     @property
     def variant(self) -> str:
-        """``standard``, ``designated-shared``, ``dedicated`` or ``designated-shared+dedicated``."""
+        """``standard``, or the parts that make it another: ``designated-shared``, ``dedicated``, ``delta``
+        joined by ``+`` (``designated-shared+dedicated``)."""
         parts = [name for name, used in (("designated-shared", self.shared_latents > 0),
-                                         ("dedicated", sum(self.exclusive_latents) > 0)) if used]
+                                         ("dedicated", sum(self.exclusive_latents) > 0),
+                                         ("delta", self.delta_coeff > 0)) if used]
         return "+".join(parts) or "standard"
 
     def latent_groups(self) -> dict[str, range]:

@@ -30,11 +30,12 @@ import einops
 import torch
 from torch import nn
 
-from ..distributed import any_over_batch, batch_is_global, batch_world_size, centred_energy, global_top_values
+from ..distributed import any_over_batch, batch_is_global, batch_world_size, global_top_values
 from ..validation import activations, instance, optional_positive_int, real
-from .config import CrossCoderConfig
+from .config import TOP_K_ACTIVATIONS, CrossCoderConfig
+from .jumprelu import jump_relu, jumprelu_penalties
 from .relu_step import relu_step
-from .sparse_step import batch_top_k, sparse_forward
+from .sparse_step import batch_top_k, dense_aux_k_loss, sparse_forward
 
 
 @dataclass
@@ -45,11 +46,14 @@ class CrossCoderLosses:
         total: reconstruction + l1_coeff * sparsity + aux_k_coeff * aux_k; what the optimiser sees.
         reconstruction: squared error summed over models and d_model, averaged over the batch.
         sparsity: decoder-norm-weighted L1 of the latents, averaged over the batch.
-        aux_k: auxiliary dead-latent loss (0 for ``relu`` or when no latent is dead).
+        aux_k: auxiliary dead-latent loss: aux-k for the top-k variants (0 when no latent is dead), Anthropic's
+            pre-activation loss for ``jumprelu``, 0 for ``relu``.
         l0: mean number of active latents per token.
         explained_variance: mean over tokens of 1 - ||x - x_hat||^2 / ||x - mean_batch(x)||^2.
         explained_variance_per_model: the same per model, ``[n_models]``.
         latents: the latent activations, ``[batch, d_hidden]`` (detached).
+        delta: the delta-crosscoder's loss ``||(x_B - x_A) - (x_hat_B - x_hat_A)||^2`` summed over d_model,
+            averaged over the batch (computed for every two-model crosscoder; in ``total`` with ``cfg.delta_coeff``).
     """
 
     total: torch.Tensor
@@ -60,6 +64,7 @@ class CrossCoderLosses:
     explained_variance: torch.Tensor
     explained_variance_per_model: torch.Tensor
     latents: torch.Tensor
+    delta: torch.Tensor
 
 
 class CrossCoder(nn.Module):
@@ -86,6 +91,8 @@ class CrossCoder(nn.Module):
         self.register_buffer("threshold", torch.tensor(-1.0))
         self.learns_threshold = True
         self.register_buffer("tokens_since_fired", torch.zeros(h, dtype=torch.long))
+        if cfg.activation == "jumprelu":  # thresholds in the pre-activation space, unchanged by fold_scaling
+            self.log_threshold = nn.Parameter(torch.full((h,), cfg.jumprelu_init_threshold, dtype=cfg.torch_dtype).log())
         mask = cfg.decoder_mask()
         self._constrained = mask is not None
         if self._constrained:
@@ -261,6 +268,8 @@ class CrossCoder(nn.Module):
         """Apply the configured sparsity to post-ReLU activations ``[batch, d_hidden]``."""
         if self.cfg.activation == "relu":
             return acts
+        if self.cfg.activation == "jumprelu":  # relu(h) * 1[h > theta] = h * 1[h > theta], as theta > 0
+            return acts * (acts > self.log_threshold.exp())
         rows, cols = self.active_indices(acts.detach() * self.code_weights().detach(), k, update_threshold)
         mask = torch.zeros_like(acts, dtype=torch.bool)
         mask[rows, cols] = True
@@ -318,8 +327,9 @@ class CrossCoder(nn.Module):
         x_norm = x if normalized else self.normalize(x)
         if self.is_folded:
             x_norm = x_norm.to(self.W_enc.dtype)
-        use_sparse = self.cfg.activation != "relu" and not self.is_folded if sparse is None else sparse
-        if use_sparse and (self.cfg.activation == "relu" or self.is_folded):
+        top_k = self.cfg.activation in TOP_K_ACTIVATIONS
+        use_sparse = top_k and not self.is_folded if sparse is None else sparse
+        if use_sparse and (not top_k or self.is_folded):
             raise ValueError("the sparse step needs a topk / batchtopk crosscoder whose scaling is not folded")
         weights = self.code_weights() * self.penalty_scales if self._penalised else self.code_weights()
         if use_sparse:
@@ -329,6 +339,12 @@ class CrossCoder(nn.Module):
         elif self.cfg.activation == "relu" and not self.is_folded:  # the L1 step in fewer passes (relu_step)
             latents, x_hat, sparsity, l0, fired = relu_step(x_norm, self.W_enc, self.b_enc, self.decoder_weight(),
                                                             self.b_dec, weights)
+        elif self.cfg.activation == "jumprelu":  # helpers.crosscoder.jumprelu
+            pre, threshold = self.pre_activations(x_norm, normalized=True), self.log_threshold.exp()
+            latents = jump_relu(pre, threshold, self.cfg.jumprelu_bandwidth)
+            sparsity, aux = jumprelu_penalties(latents, pre, threshold, weights, self.cfg.tanh_scale)
+            l0, fired = (latents > 0).sum(-1).float().mean(), (latents > 0).any(0)
+            x_hat = self.decode(latents, normalized=True)
         else:
             acts = torch.relu(self.pre_activations(x_norm, normalized=True))
             latents = self._sparsify(acts, k, update_threshold=self.training)
@@ -343,14 +359,14 @@ class CrossCoder(nn.Module):
         centred = (x_target - x_target.mean(0)).float().pow(2)
         ev_per_model = (1 - squared_error.sum(-1) / centred.sum(-1)).mean(0)
         explained_variance = (1 - squared_error.sum((-2, -1)) / centred.sum((-2, -1))).mean()
+        delta = (error[:, 1] - error[:, 0]).pow(2).sum(-1).mean() if self.cfg.n_models == 2 else error.new_zeros(())
 
-        if not use_sparse:
-            aux = torch.zeros((), device=x.device)
-            if self.cfg.activation != "relu":
-                aux = self._aux_k_loss(acts, error.detach())
+        if not use_sparse and self.cfg.activation != "jumprelu":
+            aux = dense_aux_k_loss(self, acts, error.detach()) if top_k else torch.zeros((), device=x.device)
         if self.training:
             self._update_dead_counters(any_over_batch(fired), x_norm.shape[0] * batch_world_size())
-        total = reconstruction + l1_coeff * sparsity + self.cfg.aux_k_coeff * aux
+        aux_coeff = self.cfg.pre_act_coeff if self.cfg.activation == "jumprelu" else self.cfg.aux_k_coeff
+        total = reconstruction + l1_coeff * sparsity + aux_coeff * aux + self.cfg.delta_coeff * delta
         return CrossCoderLosses(
             total=total,
             reconstruction=reconstruction,
@@ -360,31 +376,12 @@ class CrossCoder(nn.Module):
             explained_variance=explained_variance.detach(),
             explained_variance_per_model=ev_per_model.detach(),
             latents=latents.detach(),
+            delta=delta.detach(),
         )
 
     def dead_mask(self) -> torch.Tensor:
         """Latents that have not fired in ``cfg.dead_after_tokens`` training tokens, ``[d_hidden]`` bool."""
         return self.tokens_since_fired >= self.cfg.dead_after_tokens
-
-    def _aux_k_loss(self, acts: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        """Auxiliary loss: the top ``aux_k`` dead latents per token reconstruct the residual error.
-
-        ``acts`` ``[batch, d_hidden]`` post-ReLU, ``residual`` ``[batch, n_models, d_model]`` = x_hat - x
-        (detached). Returns the squared error normalised by the residual's variance, so that its scale
-        does not depend on how good the main reconstruction already is.
-        """
-        dead = self.dead_mask()
-        n_dead = int(dead.sum())
-        if n_dead == 0:
-            return torch.zeros((), device=acts.device)
-        k_aux = min(self.cfg.aux_k or self.cfg.d_model // 2, n_dead)
-        scores = torch.where(dead[None, :], acts * self.code_weights(), torch.full_like(acts, -1.0))
-        top = scores.topk(k_aux, dim=-1)
-        aux_latents = torch.zeros_like(acts).scatter(-1, top.indices, acts.gather(-1, top.indices))
-        aux_recon = einops.einsum(aux_latents, self.decoder_weight(), "batch h, h n d -> batch n d").float()
-        target = -residual
-        denominator = centred_energy(target).clamp_min(1e-8)
-        return (aux_recon - target).pow(2).sum(dim=(-2, -1)).mean() / denominator
 
     @torch.no_grad()
     def _update_dead_counters(self, fired: torch.Tensor, n_tokens: int) -> None:

@@ -132,3 +132,24 @@ def sparse_forward(crosscoder, x_norm: torch.Tensor, k: int | None, update_thres
     latents = torch.zeros_like(acts)
     latents[rows, cols] = values.detach().to(latents.dtype)
     return latents, x_hat, sparsity, aux, cols
+
+
+def dense_aux_k_loss(crosscoder, acts: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+    """The dense step's auxiliary loss: each token's top ``aux_k`` dead latents reconstruct the residual error.
+
+    ``acts`` ``[batch, d_hidden]`` post-ReLU, ``residual`` ``[batch, n_models, d_model]`` = x_hat - x (detached).
+    Returns the squared error normalised by the residual's variance, so that its scale does not depend on how good
+    the main reconstruction already is (``sparse_forward`` computes the same on the active entries only).
+    """
+    dead = crosscoder.dead_mask()
+    n_dead = int(dead.sum())
+    if n_dead == 0:
+        return torch.zeros((), device=acts.device)
+    cfg = crosscoder.cfg
+    k_aux = min(cfg.aux_k or cfg.d_model // 2, n_dead)
+    scores = torch.where(dead[None, :], acts * crosscoder.code_weights(), torch.full_like(acts, -1.0))
+    top = scores.topk(k_aux, dim=-1)
+    aux_latents = torch.zeros_like(acts).scatter(-1, top.indices, acts.gather(-1, top.indices))
+    aux_recon = torch.einsum("bh,hnd->bnd", aux_latents, crosscoder.decoder_weight()).float()
+    target = -residual
+    return (aux_recon - target).pow(2).sum(dim=(-2, -1)).mean() / centred_energy(target).clamp_min(1e-8)

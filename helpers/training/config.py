@@ -115,9 +115,9 @@ def check_training_inputs(crosscoder: CrossCoder, buffer, cfg: TrainConfig) -> N
                         f"got {type(buffer).__name__}")
     model = crosscoder.cfg
     if cfg.k_start is not None:
-        if model.activation == "relu":
-            raise ValueError(f"k_start={cfg.k_start} anneals k, but the crosscoder's activation is relu (no k); "
-                             "leave k_start None or train a topk / batchtopk crosscoder")
+        if model.activation not in ("topk", "batchtopk"):
+            raise ValueError(f"k_start={cfg.k_start} anneals k, but the crosscoder's activation is {model.activation} "
+                             "(no k); leave k_start None or train a topk / batchtopk crosscoder")
         if not model.k <= cfg.k_start <= model.d_hidden:
             raise ValueError(f"k_start must lie between the crosscoder's k ({model.k}) and d_hidden "
                              f"({model.d_hidden}), got {cfg.k_start}")

@@ -97,7 +97,8 @@ def train(args: argparse.Namespace) -> Path | None:
         trainer = Trainer.resume(args.out, buffer, device)
     else:
         train_cfg = TrainConfig(num_tokens=settings["num_tokens"], batch_size=settings["batch_size"],
-                                lr=settings["lr"], l1_coeff=settings["l1_coeff"] if args.activation == "relu" else 0.0,
+                                lr=settings["lr"],
+                                l1_coeff=settings["l1_coeff"] if args.activation in ("relu", "jumprelu") else 0.0,
                                 k_start=args.k_start, checkpoint_dir=str(args.out),
                                 checkpoint_every=args.checkpoint_every, wandb_project=args.wandb_project)
         crosscoder = crosscoder_for_site(list(profile.model_names), profile.hook_point, buffer.source,
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     to_train.add_argument("--pair", required=True, help="a registered pair (helpers.list_pairs())")
     to_train.add_argument("--out", type=Path, required=True, help="run folder for checkpoints")
     to_train.add_argument("--cache", default=None, help="train from this disk cache instead of harvesting")
-    to_train.add_argument("--activation", default="relu", choices=["relu", "topk", "batchtopk"])
+    to_train.add_argument("--activation", default="relu", choices=["relu", "topk", "batchtopk", "jumprelu"])
     to_train.add_argument("--k", type=int, default=None, help="active latents per token (topk / batchtopk)")
     to_train.add_argument("--k-start", type=int, default=None, help="anneal k down from this value")
     to_train.add_argument("--scale-tokens", type=int, default=50_000, help="activations for the scale factors")

@@ -32,6 +32,15 @@ TOY_RELEASE_RECIPES: dict[str, tuple[dict, dict]] = {
     # cut-offs of the first steps (k near 200) 0.58 of its weight at the end, and the inference L0 came out at 46.9
     "toy-l3-batchtopk": (dict(_L1, activation="batchtopk", k=20, threshold_beta=0.99),
                          dict(l1_coeff=0.0, k_start=200, k_anneal_frac=0.1)),
+    # JumpReLU with the losses of Anthropic's January 2025 update (tanh penalty, pre-activation loss; bandwidth 2.0,
+    # c 4.0, initial threshold 0.1): lambda_s 2.0 gave L0 ~25 in 150-step trials (1.0: 36, 3.0: 19). The update's
+    # pre-activation weight, 3e-6, left 71% of the latents silent on 8k tokens after 150 steps (the full run: 77% on
+    # notebook 07's 50k, and no latent for the planted refusal, best AUROC 0.88); 3e-3 left 23% (3e-2: none, L0 37)
+    "toy-l3-jumprelu": (dict(_L1, activation="jumprelu", pre_act_coeff=3e-3), {}),
+    # the delta-crosscoder (Kassem et al. 2026): the BatchTopK recipe plus the loss on the models' difference, weighted
+    # as the reconstruction (delta_coeff 1.0)
+    "toy-l3-delta": (dict(_L1, activation="batchtopk", k=20, threshold_beta=0.99, delta_coeff=1.0),
+                     dict(l1_coeff=0.0, k_start=200, k_anneal_frac=0.1)),
     # Anthropic's designated shared latents: 256 with tied decoders and 0.15 of the L1 penalty
     "toy-l3-designated": (dict(_L1, shared_latents=256, shared_sparsity_scale=0.15), {}),
     # a dedicated feature crosscoder: 128 latents that decode only into the base model, 128 only into the chat
@@ -41,7 +50,8 @@ TOY_RELEASE_RECIPES: dict[str, tuple[dict, dict]] = {
 # decay (0.999; inference L0 46.9 at k 20): its rebuild with 0.99 waits for notebook 08 to be checked against it.
 _BATCHTOPK_CONFIG, _BATCHTOPK_TRAINING = TOY_RELEASE_RECIPES["toy-l3-batchtopk"]
 TOY_RELEASE_RECIPES |= {"toy-organisms-l3": TOY_RELEASE_RECIPES["toy-l3"],
-                        "toy-organisms-l3-batchtopk": (dict(_BATCHTOPK_CONFIG, threshold_beta=0.999), _BATCHTOPK_TRAINING)}
+                        "toy-organisms-l3-batchtopk": (dict(_BATCHTOPK_CONFIG, threshold_beta=0.999), _BATCHTOPK_TRAINING),
+                        "toy-organisms-l3-delta": TOY_RELEASE_RECIPES["toy-l3-delta"]}
 
 
 class DataTokenizerError(ValueError):

@@ -187,10 +187,10 @@ class Trainer:
 
     def _log(self, losses, lr: float, l1_coeff: float, k: int | None, seconds: float) -> dict:
         """Record the step's metrics (averaged over ranks when data-parallel) in ``history``."""
-        names = ["loss", "reconstruction", "sparsity", "aux_k", "l0", "explained_variance",
+        names = ["loss", "reconstruction", "sparsity", "aux_k", "l0", "explained_variance", "delta",
                  *(f"explained_variance_{role}" for role in model_roles(self.crosscoder.cfg.n_models))]
         values = torch.cat([torch.stack([losses.total, losses.reconstruction, losses.sparsity, losses.aux_k,
-                                         losses.l0, losses.explained_variance]).detach().float(),
+                                         losses.l0, losses.explained_variance, losses.delta]).detach().float(),
                             losses.explained_variance_per_model.float()])
         values = (sum_over_batch(values) / self.world_size).tolist()
         record = {
