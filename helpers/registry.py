@@ -85,6 +85,7 @@ class Pair:
     min_gpu_gib: float = 0.0
     settings: dict[str, Any] = field(default_factory=dict)
     hook_point_override: str | None = None
+    tokenizers: str = "shared"
 
     @property
     def model_names(self) -> tuple[str, str]:
@@ -129,7 +130,10 @@ def _unknown(kind: str, name: str, known: dict) -> RegistryError:
 RELEASE_FIELDS = {"pair": str, "hook_point": str, "format": str, "source": dict, "scale_factors": list,
                   "description": str, "rebuild": str, "expected": dict}
 PAIR_FIELDS = {"base": str, "chat": str, "release": str, "hook_point": str, "like": str, "data": dict, "gated": bool,
-               "min_gpu_gib": (int, float), "settings": dict}
+               "min_gpu_gib": (int, float), "settings": dict, "tokenizers": str}
+# shared: one tokenizer, the same tokens for both models; separate: each model its own, activations paired where the
+# tokenizations line up (helpers.activations.alignment)
+TOKENIZER_MODES = ("shared", "separate")
 SOURCE_FIELDS = ("repo_id", "subfolder", "asset")
 SECTIONS = ("releases", "pairs", "scales")
 
@@ -229,9 +233,19 @@ def _pair_entry(name: str, entry: _Entry, settings: dict) -> Pair:
     min_gpu_gib = entry.entry.get("min_gpu_gib", 0.0)
     if min_gpu_gib < 0:
         raise entry.error(f"min_gpu_gib: {min_gpu_gib!r} is negative")
+    tokenizers = _tokenizer_mode(entry, entry.entry.get("tokenizers", "shared"))
     return Pair(name=name, base=entry.required("base"), chat=entry.required("chat"), release=entry.entry.get("release"),
                 data=dict(entry.entry.get("data") or {"kind": "none"}), gated=bool(entry.entry.get("gated", False)),
-                min_gpu_gib=float(min_gpu_gib), settings=settings, hook_point_override=entry.entry.get("hook_point"))
+                min_gpu_gib=float(min_gpu_gib), settings=settings, hook_point_override=entry.entry.get("hook_point"),
+                tokenizers=tokenizers)
+
+
+def _tokenizer_mode(entry: _Entry, mode: str) -> str:
+    if mode not in TOKENIZER_MODES:
+        close = difflib.get_close_matches(str(mode), TOKENIZER_MODES, n=1)
+        raise entry.error(f"tokenizers: {mode!r} is not one of {list(TOKENIZER_MODES)}"
+                          + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return mode
 
 
 def _scale_entry(path: Path, name: str, caps: Any) -> dict[str, int]:
@@ -344,20 +358,22 @@ def register_release(release_: Release) -> Release:
 
 def register_pair(name: str, base: str, chat: str, *, release: str | None = None, hook_point: str | None = None,
                   data: dict[str, Any] | None = None, settings: dict[str, Any] | None = None, gated: bool = False,
-                  min_gpu_gib: float = 0.0, like: str = "toy") -> Pair:
+                  min_gpu_gib: float = 0.0, like: str = "toy", tokenizers: str = "shared") -> Pair:
     """Register your own pair so that every notebook accepts it by name (``PAIR = name``).
 
     Give either a ``release`` (its hook point becomes the pair's site) or a ``hook_point``. ``settings``
-    start from those of the pair named by ``like`` and are overridden by name.
+    start from those of the pair named by ``like`` and are overridden by name. ``tokenizers="separate"`` declares
+    models with different tokenizers (see ``TOKENIZER_MODES``).
     """
     if not isinstance(name, str) or not name.strip():
         raise RegistryError(f"a pair's name must be a non-empty string, got {name!r}")
     if (release is None) == (hook_point is None):
         raise RegistryError(f"pair {name!r}: give exactly one of release= or hook_point=")
     given = {"base": base, "chat": chat, "release": release, "hook_point": hook_point, "data": data, "gated": gated,
-             "min_gpu_gib": min_gpu_gib, "settings": settings}
+             "min_gpu_gib": min_gpu_gib, "settings": settings, "tokenizers": tokenizers}
     entry = _Entry(Path("register_pair"), "pair", name, {k: v for k, v in given.items() if v is not None}, PAIR_FIELDS)
     entry.required("base"), entry.required("chat")
+    _tokenizer_mode(entry, tokenizers)
     if min_gpu_gib < 0:
         raise entry.error(f"min_gpu_gib: {min_gpu_gib!r} is negative")
     if release is not None:
@@ -366,6 +382,6 @@ def register_pair(name: str, base: str, chat: str, *, release: str | None = None
     _check_settings(entry, settings or {}, PAIRS["toy"].settings)
     registered = Pair(name=name, base=base, chat=chat, release=release, data=dict(data or {"kind": "none"}),
                       gated=gated, min_gpu_gib=float(min_gpu_gib), settings=template.settings_with(**(settings or {})),
-                      hook_point_override=hook_point)
+                      hook_point_override=hook_point, tokenizers=tokenizers)
     PAIRS[name] = registered
     return registered

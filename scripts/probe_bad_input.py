@@ -102,6 +102,7 @@ def probes(workdir: Path) -> list[Probe]:
         load_model_pair,
     )
     from helpers.analysis.norms import LatentStatistics
+    from helpers.activations.alignment import AlignedHarvestingSource, aligned_positions, token_end_offsets
     from helpers.crosscoder.jumprelu import jump_relu, jumprelu_penalties
     from helpers.crosscoder.relu_step import relu_step
 
@@ -137,6 +138,18 @@ def probes(workdir: Path) -> list[Probe]:
               "threshold"),
         Probe("jumprelu_penalties", "tanh_scale", "-1", lambda: jumprelu_penalties(
             torch.rand(4, 16), torch.rand(4, 16), torch.rand(16), torch.rand(16), -1.0), "tanh_scale"),
+        Probe("aligned_positions", "ends_a", "[1, 3, 2]", lambda: aligned_positions([1, 3, 2], [1, 2, 3]),
+              "non-decreasing"),
+        Probe("token_end_offsets", "text", "a list", lambda: token_end_offsets(pair.tokenizer, ["a"]), "string"),
+        Probe("AlignedHarvestingSource", "hook_points", "one for two models", lambda: AlignedHarvestingSource(
+            pair.models, [pair.tokenizer] * 2, ["text"], ["blocks.1.hook_resid_post"]), "one entry per model"),
+        Probe("AlignedHarvestingSource", "min_yield", "1.5", lambda: AlignedHarvestingSource(
+            pair.models, [pair.tokenizer] * 2, ["text"], ["blocks.1.hook_resid_post"] * 2, min_yield=1.5), "min_yield"),
+        Probe("register_pair", "tokenizers", "'seperate'", lambda: helpers.register_pair(
+            "probe-typo", "a", "b", hook_point="blocks.1.hook_resid_post", tokenizers="seperate"),
+              "did you mean 'separate'"),
+        Probe("load_model_pair", "tokenizers", "'both'", lambda: load_model_pair(
+            "toy", tokenizers="both"), "tokenizers must be one of"),
         Probe("relu_step", "decoder", "[16, 8, 2]", lambda: relu_step(
             torch.randn(4, 2, 8), torch.randn(2, 8, 16), torch.randn(16), torch.randn(16, 8, 2), torch.randn(2, 8),
             torch.rand(16)), r"decoder must have shape \[16, 2, 8\]"),

@@ -18,7 +18,7 @@ SUBPACKAGES: dict[str, list[set[str]]] = {
     "": [{"files", "dtypes", "validation", "distributed", "registry"}],
     "toy": [{"corpus"}, {"organisms"}, {"shipped"}],
     "crosscoder": [{"config"}, {"sparse_step", "relu_step", "jumprelu"}, {"model"}, {"checkpoints"}, {"releases"}],
-    "activations": [{"sites"}, {"data"}, {"models"}, {"buffer", "runs"}, {"diff"}],
+    "activations": [{"sites"}, {"data"}, {"models"}, {"buffer", "runs", "alignment"}, {"diff"}],
     "training": [{"gpu_plan", "run_folder", "config"}, {"trainer"}, {"recipes"}, {"launch"}],
     "analysis": [{"norms"}, {"latents"}, {"behaviour", "scaling"}, {"figures", "detection", "evals", "steering", "interventions"},
                  {"dashboards", "comparison"}],

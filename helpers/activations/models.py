@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
-from ..registry import PAIRS, Pair, RegistryError, get_pair, model_roles
+from ..registry import PAIRS, TOKENIZER_MODES, Pair, RegistryError, get_pair, model_roles
 
 SAMPLE_TEXT = "User: What does os.path.join do?\nAssistant: Join two or more pathname components.\n"
 
@@ -35,9 +35,11 @@ class ModelPair:
     Attributes:
         models: the TransformerBridges, base first.
         names: the models' real names (Hub ids or folders), in the same order.
-        tokenizer: their shared tokenizer.
+        tokenizer: their shared tokenizer; for a pair with separate tokenizers a ``SeparateTokenizers`` that
+            refuses every use, so that code assuming one tokenizer stops with a clear error.
         hook_point: the site this pair was loaded for (checked to exist in every model).
         profile: the registered pair it was loaded from (``None`` for two models named directly).
+        tokenizers: each model's own tokenizer, for a pair with separate tokenizers (else empty).
     """
 
     models: list
@@ -45,6 +47,12 @@ class ModelPair:
     tokenizer: object
     hook_point: str
     profile: Pair | None = None
+    tokenizers: list = field(default_factory=list)
+
+    @property
+    def separate_tokenizers(self) -> bool:
+        """Whether each model reads text with its own tokenizer (pair them with ``helpers.activations.alignment``)."""
+        return bool(self.tokenizers)
 
     @property
     def name(self) -> str:
@@ -137,6 +145,27 @@ def load_model(name: str, device: str | torch.device = "cpu", dtype: torch.dtype
     return model
 
 
+class SeparateTokenizers:
+    """``ModelPair.tokenizer`` of a pair whose models have different tokenizers: using it raises ``ModelPairError``
+    (the models' token ids mean different tokens, so no single tokenizer can feed both)."""
+
+    def __init__(self, names: list[str]) -> None:
+        self._names = names
+
+    def _refuse(self) -> ModelPairError:
+        return ModelPairError(f"{' and '.join(self._names)} have separate tokenizers (tokenizers: separate), and this "
+                              "needs one tokenizer for both models; pair their activations where the tokenizations "
+                              "line up with helpers.activations.alignment.AlignedHarvestingSource")
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise self._refuse()
+
+    def __call__(self, *args, **kwargs):
+        raise self._refuse()
+
+
 def check_same_tokenizer(tokenizers: list, names: list[str]) -> None:
     """Raise ``ModelPairError`` unless all tokenizers have one vocabulary and encode a sample alike."""
     reference_vocab = tokenizers[0].get_vocab()
@@ -168,6 +197,7 @@ def load_model_pair(
     hook_point: str | None = None,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
+    tokenizers: str | None = None,
 ) -> ModelPair:
     """Load a pair by its registered name (``load_model_pair("toy")``) or by model names, and validate it.
 
@@ -175,6 +205,8 @@ def load_model_pair(
         a, b, *more: a registered pair name, or two or more Hub ids / local folders (base first).
         hook_point: the site; a registered pair defaults to its release's, models named directly need one.
         device, dtype: where and how to load the models.
+        tokenizers: ``shared`` (checked: one vocabulary, the same tokens) or ``separate`` (each model its own); a
+            registered pair defaults to what it declares, models named directly to ``shared``.
     """
     profile = None
     if b is None:
@@ -189,17 +221,23 @@ def load_model_pair(
         hook_point = profile.hook_point if hook_point is None else hook_point
     else:
         names = [a, b, *more]
+    tokenizers = tokenizers or (profile.tokenizers if profile else "shared")
+    if tokenizers not in TOKENIZER_MODES:
+        raise ModelPairError(f"tokenizers must be one of {list(TOKENIZER_MODES)}, got {tokenizers!r}")
     if not isinstance(hook_point, str) or not hook_point:
         raise ModelPairError(f"a hook point is needed to diff {names} (e.g. 'blocks.12.hook_resid_pre'), "
                              f"got {hook_point!r}")
     for name in names:
         _check_gated(resolve_model_name(name))
     models = [load_model(name, device, dtype) for name in names]
-    check_same_tokenizer([m.tokenizer for m in models], names)
+    separate = tokenizers == "separate"
+    if not separate:
+        check_same_tokenizer([m.tokenizer for m in models], names)
     widths = [int(m.cfg.d_model) for m in models]
     if len(set(widths)) > 1:
         raise ModelPairError(f"the models have different widths d_model {dict(zip(names, widths))}")
     for model in models:
         check_hook_point(model, hook_point)
-    return ModelPair(models=models, names=names, tokenizer=models[0].tokenizer, hook_point=hook_point,
-                     profile=profile)
+    return ModelPair(models=models, names=names, hook_point=hook_point, profile=profile,
+                     tokenizer=SeparateTokenizers(names) if separate else models[0].tokenizer,
+                     tokenizers=[m.tokenizer for m in models] if separate else [])

@@ -97,6 +97,9 @@ def token_source_for(pair: ModelPair, seq_len: int, seed: int = 0):
     """
     instance("pair", pair, ModelPair)
     positive_int("seq_len", seq_len, minimum=2)
+    if pair.separate_tokenizers:
+        raise ModelPairError(f"{pair.name} has separate tokenizers: one token stream cannot feed both models; pair "
+                             "them on text with helpers.activations.alignment.AlignedHarvestingSource")
     if pair.profile is None:
         raise ValueError(f"{pair.name} is not a registered pair, so it names no data; build a token source "
                          "yourself (helpers.activations.data.HFTokenSource) or register the pair with data=...")

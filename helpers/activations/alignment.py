@@ -1,0 +1,166 @@
+"""Paired activations for two models with different tokenizers (and so, possibly, different architectures).
+
+Two tokenizers cut the same text at different places, so "the activation at token 7" means different things in the
+two models. Where both tokenizations *end a token at the same character offset*, though, each model has read exactly
+the same characters (after its own BOS), and their activations there can be paired. ``aligned_positions`` keeps
+those positions and drops the rest; where several tokens end at one offset (the byte pieces of a character that a
+byte-level or byte-fallback tokenizer splits, such as an emoji) it keeps the last, the one at which the character is
+complete. The rule is the one issue 25 proposes; Jiralerspong and Bricken's cross-architecture crosscoders (arXiv
+2602.11729) pair the two models' tokens too, but their procedure could not be read here (no network), so this
+module does not claim to follow it.
+
+``AlignedHarvestingSource`` runs each model on its own tokens of the same texts and serves the aligned pairs as
+``[n, 2, d_model]`` activations: an ``ActivationSource`` for the ``ShufflingBuffer`` and the ``Trainer``, like
+``HarvestingSource``. It reports its *yield* (aligned pairs per token of the model with fewer tokens) and refuses to
+go on when the yield of its first texts is below ``min_yield``: with tokenizers that rarely agree, the pairs would be
+a biased sample of positions (word ends, punctuation) rather than the text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import torch
+
+from ..validation import non_empty, positive_int, real
+from .data import SourceExhaustedError
+from .models import check_hook_point
+from .sites import run_to_site
+
+
+class AlignmentError(ValueError):
+    """Two tokenizations that line up too rarely to pair their models' activations, or a tokenizer without
+    character offsets."""
+
+
+def token_end_offsets(tokenizer, text: str) -> tuple[list[int], list[int]]:
+    """``(ids, ends)`` of ``text`` under a fast Hugging Face ``tokenizer``, without special tokens: the token ids, and
+    for each token the character offset at which it ends."""
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a string, got {type(text).__name__}")
+    if not getattr(tokenizer, "is_fast", False):
+        raise AlignmentError(f"{type(tokenizer).__name__} is not a fast tokenizer: aligning two tokenizations needs "
+                             "the character offsets only fast tokenizers give (AutoTokenizer(..., use_fast=True))")
+    encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    return list(encoding["input_ids"]), [end for _, end in encoding["offset_mapping"]]
+
+
+def aligned_positions(ends_a: Sequence[int], ends_b: Sequence[int]) -> tuple[list[int], list[int]]:
+    """Token indices ``(in_a, in_b)``, in text order, of the character offsets at which both tokenizations end a
+    token, each the last token to end there (see the module docstring). ``ends_*``: per token, its end offset, in
+    order (non-decreasing)."""
+    for name, ends in (("ends_a", ends_a), ("ends_b", ends_b)):
+        if any(later < earlier for earlier, later in zip(ends, ends[1:])):
+            raise ValueError(f"{name} must be non-decreasing character offsets, got {list(ends)}")
+    last_a = {end: index for index, end in enumerate(ends_a) if end > 0}
+    last_b = {end: index for index, end in enumerate(ends_b) if end > 0}
+    common = sorted(set(last_a) & set(last_b))
+    return [last_a[end] for end in common], [last_b[end] for end in common]
+
+
+def _with_bos(tokenizer, ids: list[int]) -> tuple[list[int], int]:
+    """``ids`` with the tokenizer's BOS in front (when it has one), and the shift that puts on every position."""
+    bos = tokenizer.bos_token_id
+    return ([bos, *ids], 1) if bos is not None else (list(ids), 0)
+
+
+class AlignedHarvestingSource:
+    """Paired activations ``[n, 2, d_model]`` of two models that each read ``texts`` with their own tokenizer, at
+    the positions where the tokenizations line up (``aligned_positions``); BOS is never served.
+
+    ``models``, ``tokenizers``, ``hook_points``: one per model (the hook may differ between architectures); both
+    sites must have the same width. ``texts``: the documents, served in order, each cut to its first ``max_chars``
+    characters; ``texts_per_batch`` are run at a time (right-padded: the models are causal, so padding after a
+    position cannot change it). ``min_yield``: the least yield over the first batch that is accepted.
+    """
+
+    def __init__(self, models: list, tokenizers: list, texts: Sequence[str], hook_points: list[str],
+                 max_chars: int = 2_000, texts_per_batch: int = 16, min_yield: float = 0.5):
+        for name, value in (("models", models), ("tokenizers", tokenizers), ("hook_points", hook_points)):
+            if len(non_empty(name, value)) != 2:
+                raise ValueError(f"{name} must hold one entry per model of the pair (2), got {len(value)}")
+        self.texts = list(non_empty("texts", texts))
+        if not all(isinstance(t, str) and t for t in self.texts):
+            raise ValueError("texts must be non-empty strings")
+        widths = [int(model.cfg.d_model) for model in models]
+        if widths[0] != widths[1]:
+            raise ValueError(f"the two sites have different widths ({widths[0]} and {widths[1]}); a crosscoder here "
+                             "pairs activations of one width")
+        for tokenizer in tokenizers:
+            token_end_offsets(tokenizer, "a")  # a slow tokenizer fails here, before any model runs
+        for model, hook_point in zip(models, hook_points):
+            check_hook_point(model, hook_point)
+        self.models, self.tokenizers, self.hook_points = models, tokenizers, hook_points
+        self.max_chars = positive_int("max_chars", max_chars)
+        self.texts_per_batch = positive_int("texts_per_batch", texts_per_batch)
+        self.min_yield = real("min_yield", min_yield, 0, 1)
+        self.next_text, self.tokens_harvested = 0, 0
+        self.aligned, self.tokens_read = 0, 0
+        self._pending, self._batch_start, self._batch_size = torch.empty(0), 0, 0
+
+    @property
+    def alignment_yield(self) -> float:
+        """Aligned pairs per token of the model with fewer tokens, over every text read so far."""
+        return self.aligned / max(1, self.tokens_read)
+
+    def _harvest_batch(self) -> torch.Tensor:
+        if self.next_text >= len(self.texts):
+            raise SourceExhaustedError(f"all {len(self.texts)} texts were served")
+        self._batch_start = self.next_text
+        texts = [text[: self.max_chars] for text in self.texts[self.next_text: self.next_text + self.texts_per_batch]]
+        self.next_text += len(texts)
+        encoded = [[token_end_offsets(tokenizer, text) for text in texts] for tokenizer in self.tokenizers]
+        pairs = [aligned_positions(a[1], b[1]) for a, b in zip(*encoded)]
+        self.aligned += sum(len(in_a) for in_a, _ in pairs)
+        self.tokens_read += sum(min(len(a[0]), len(b[0])) for a, b in zip(*encoded))
+        if self._batch_start == 0 and self.alignment_yield < self.min_yield:
+            raise AlignmentError(f"the two tokenizations line up at {self.alignment_yield:.1%} of the tokens of the "
+                                 f"first {len(texts)} texts, below min_yield={self.min_yield:.0%}: too few pairs to "
+                                 "train on (lower min_yield to accept them)")
+        per_model = []
+        for side, (model, tokenizer, hook_point) in enumerate(zip(self.models, self.tokenizers, self.hook_points)):
+            rows = [_with_bos(tokenizer, ids) for ids, _ in encoded[side]]
+            length = max(len(ids) for ids, _ in rows)
+            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+            tokens = torch.tensor([ids + [pad] * (length - len(ids)) for ids, _ in rows])
+            with torch.no_grad():
+                acts = run_to_site(model, tokens, hook_point).float().cpu()
+            per_model.append(torch.cat([acts[row, torch.tensor(pair[side], dtype=torch.long) + shift]
+                                        for row, ((_, shift), pair) in enumerate(zip(rows, pairs))]))
+        batch = torch.stack(per_model, dim=1)
+        self._batch_size = batch.shape[0]
+        self.tokens_harvested += batch.shape[0]
+        return batch
+
+    def next_activations(self, n: int) -> torch.Tensor:
+        """The next ``n`` aligned pairs, ``[n, 2, d_model]`` (raw)."""
+        positive_int("n", n)
+        chunks, have = [self._pending], self._pending.shape[0]
+        while have < n:
+            chunks.append(self._harvest_batch())
+            have += chunks[-1].shape[0]
+        everything = torch.cat([c for c in chunks if c.numel()])
+        self._pending = everything[n:]
+        return everything[:n]
+
+    def fingerprint(self) -> dict:
+        """The models, their sites and the texts (hashed)."""
+        digest = hashlib.sha256("\0".join(self.texts).encode()).hexdigest()[:16]
+        return {"models": [str(getattr(m.cfg, "model_name", type(m).__name__)) for m in self.models],
+                "hook_points": list(self.hook_points), "d_model": int(self.models[0].cfg.d_model),
+                "texts": {"n": len(self.texts), "sha256": digest, "max_chars": self.max_chars}, "aligned": True}
+
+    def state_dict(self) -> dict:
+        """Where the pending pairs' batch started and how many of them were already served."""
+        pending = self._pending.shape[0]
+        return {"next_text": self._batch_start if pending else self.next_text,
+                "skip": self._batch_size - pending if pending else 0, "tokens_harvested": self.tokens_harvested}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Rewind to a state; re-harvest a partly served batch and drop what was served of it."""
+        self.next_text, self._pending = int(state["next_text"]), torch.empty(0)
+        skip = int(state["skip"])
+        if skip:
+            self._pending = self._harvest_batch()[skip:]
+        self.tokens_harvested = int(state["tokens_harvested"])
