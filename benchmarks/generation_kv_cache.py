@@ -22,7 +22,8 @@ from helpers.tutorial.notebook import default_device
 
 
 def long_prompts(tokenizer, n_prompts: int, n_tokens: int) -> list[str]:
-    """``n_prompts`` prompts of ordinary text, about ``n_tokens`` tokens each, ending in a question to the chat model."""
+    """``n_prompts`` prompts of ordinary text, about ``n_tokens`` tokens each, ending in a question to the chat
+    model."""
     text = "\n".join(read_source(path) for path in source_files("heldout")[:20])
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     stride = max(1, (len(ids) - n_tokens) // n_prompts)
@@ -43,7 +44,8 @@ def main() -> None:
     prompts = long_prompts(pair.tokenizer, args.prompts, args.prompt_tokens)
     runs = {"chat model": EditedRun(pair.models, 1),
             "chat, latent 0 ablated": ablated_logits_fn(pair, from_pretrained(args.release, device=device), [0])}
-    print(f"{args.pair}: {len(prompts)} prompts of ~{args.prompt_tokens} tokens, {args.new_tokens} new tokens, {device}")
+    print(f"{args.pair}: {len(prompts)} prompts of ~{args.prompt_tokens} tokens, {args.new_tokens} new tokens, "
+          f"{device}")
     for name, run in runs.items():
         seconds = {}
         outputs = {}

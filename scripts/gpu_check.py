@@ -154,14 +154,14 @@ def check(size: str, device: str) -> dict:
         x = flat[torch.randint(0, flat.shape[0], (batch,), generator=generator).to(flat.device)]
         crosscoder = CrossCoder(CrossCoderConfig(d_model=d_model, d_hidden=d_hidden)).to(device).train()
         optimizer = torch.optim.Adam(crosscoder.parameters(), lr=5e-5)
-        step = make_step(crosscoder, optimizer, lambda x: crosscoder.losses(x, l1_coeff=2.0).total)
-        ours, peak, _ = measured(device, lambda: step(x), knobs["steps"])
+        step = make_step(crosscoder, optimizer, lambda x, model=crosscoder: model.losses(x, l1_coeff=2.0).total)
+        ours, peak, _ = measured(device, lambda step=step, x=x: step(x), knobs["steps"])
         share = matmul_fraction(step, x)
         del crosscoder, optimizer, step
         replication = ReplicationCrossCoder(d_model, d_hidden).to(device)
         ref_optimizer = torch.optim.Adam(replication.parameters(), lr=5e-5)
-        ref_step = make_step(replication, ref_optimizer, lambda x: sum(replication.get_losses(x)[:2]))
-        reference, _, _ = measured(device, lambda: ref_step(x), knobs["steps"])
+        ref_step = make_step(replication, ref_optimizer, lambda x, model=replication: sum(model.get_losses(x)[:2]))
+        reference, _, _ = measured(device, lambda ref_step=ref_step, x=x: ref_step(x), knobs["steps"])
         del replication, ref_optimizer, ref_step
         predicted = (gpu_plan.crosscoder_bytes(2, d_model, d_hidden)
                      + gpu_plan.step_bytes(batch, 2, d_model, d_hidden)) / gpu_plan.GIB
@@ -209,7 +209,8 @@ def markdown(result: dict) -> str:
              f"{result['config']['hidden_size']:,}), `{result['hook_point']}`, torch {result['torch']}. Produced "
              "by `scripts/gpu_check.sh`; speed-ups are against the reference method of `benchmarks/`; a prediction "
              "is `helpers.training.gpu_plan`'s, flagged when more than 10% off the measured peak.", "",
-             "| workload | seconds | reference s | speed-up | peak GiB | predicted GiB | note |", "|---|---|---|---|---|---|---|"]
+             "| workload | seconds | reference s | speed-up | peak GiB | predicted GiB | note |",
+             "|---|---|---|---|---|---|---|"]
 
     def number(value, form: str) -> str:
         return "" if value is None else format(value, form)
@@ -222,7 +223,8 @@ def markdown(result: dict) -> str:
             notes.append("same tokens" if row["same_tokens"] else "TOKENS DIFFER")
         if "prediction_error" in row and abs(row["prediction_error"]) > 0.1:
             notes.append(f"prediction off by {row['prediction_error']:+.0%}")
-        lines.append(f"| {row['workload']} | {number(row['seconds'], '.3f')} | {number(row.get('reference_seconds'), '.3f')} "
+        lines.append(f"| {row['workload']} | {number(row['seconds'], '.3f')} "
+                     f"| {number(row.get('reference_seconds'), '.3f')} "
                      f"| {number(row.get('speedup'), '.2f')} | {number(row.get('peak_gib'), '.2f')} "
                      f"| {number(row.get('predicted_gib'), '.2f')} | {'; '.join(notes)} |")
     return "\n".join(lines) + "\n"

@@ -101,8 +101,14 @@ def probes(workdir: Path) -> list[Probe]:
         from_pretrained,
         load_model_pair,
     )
+    from helpers.activations.alignment import (
+        AlignedHarvestingSource,
+        aligned_positions,
+        alignment_report,
+        last_token_pairs,
+        token_end_offsets,
+    )
     from helpers.analysis.norms import LatentStatistics
-    from helpers.activations.alignment import AlignedHarvestingSource, aligned_positions, token_end_offsets
     from helpers.crosscoder.jumprelu import jump_relu, jumprelu_penalties
     from helpers.crosscoder.relu_step import relu_step
 
@@ -133,9 +139,10 @@ def probes(workdir: Path) -> list[Probe]:
             8, 16, activation="jumprelu", jumprelu_bandwidth=0.0), "jumprelu_bandwidth"),
         Probe("CrossCoderConfig", "k", "8 for jumprelu", lambda: CrossCoderConfig(8, 16, activation="jumprelu", k=8),
               "takes no k"),
-        Probe("CrossCoderConfig", "delta_coeff", "NaN", lambda: CrossCoderConfig(8, 16, delta_coeff=nan), "delta_coeff"),
-        Probe("jump_relu", "threshold", "[15] for 16 latents", lambda: jump_relu(torch.randn(4, 16), torch.rand(15), 2.0),
-              "threshold"),
+        Probe("CrossCoderConfig", "delta_coeff", "NaN", lambda: CrossCoderConfig(8, 16, delta_coeff=nan),
+              "delta_coeff"),
+        Probe("jump_relu", "threshold", "[15] for 16 latents",
+              lambda: jump_relu(torch.randn(4, 16), torch.rand(15), 2.0), "threshold"),
         Probe("jumprelu_penalties", "tanh_scale", "-1", lambda: jumprelu_penalties(
             torch.rand(4, 16), torch.rand(4, 16), torch.rand(16), torch.rand(16), -1.0), "tanh_scale"),
         Probe("aligned_positions", "ends_a", "[1, 3, 2]", lambda: aligned_positions([1, 3, 2], [1, 2, 3]),
@@ -150,6 +157,12 @@ def probes(workdir: Path) -> list[Probe]:
               "did you mean 'separate'"),
         Probe("load_model_pair", "tokenizers", "'both'", lambda: load_model_pair(
             "toy", tokenizers="both"), "tokenizers must be one of"),
+        Probe("last_token_pairs", "texts", "empty", lambda: last_token_pairs(
+            pair.models, [pair.tokenizer] * 2, [], ["blocks.1.hook_resid_post"] * 2), "texts must not be empty"),
+        Probe("alignment_report", "tokenizers", "one", lambda: alignment_report([pair.tokenizer], ["text"]),
+              "two tokenizers"),
+        Probe("ModelPair.tokenizer_of", "index", "2", lambda: pair.tokenizer_of(2), "index must be a model index"),
+        Probe("training_record", "release", "'toy-l4'", lambda: helpers.training_record("toy-l4"), "toy-l3"),
         Probe("relu_step", "decoder", "[16, 8, 2]", lambda: relu_step(
             torch.randn(4, 2, 8), torch.randn(2, 8, 16), torch.randn(16), torch.randn(16, 8, 2), torch.randn(2, 8),
             torch.rand(16)), r"decoder must have shape \[16, 2, 8\]"),

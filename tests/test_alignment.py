@@ -188,6 +188,9 @@ def test_a_pair_with_separate_tokenizers_refuses_one_tokenizer_use(llama_folder)
         load_model_pair(*names, hook_point="blocks.1.hook_resid_post")
     pair = load_model_pair(*names, hook_point="blocks.1.hook_resid_post", tokenizers="separate")
     assert pair.separate_tokenizers and len(pair.tokenizers) == 2
+    assert pair.tokenizer_of(1) is pair.tokenizers[1]
+    with pytest.raises(ValueError, match="index must be a model index"):
+        pair.tokenizer_of(2)
     assert pair.at("blocks.0.hook_resid_post").separate_tokenizers
     with pytest.raises(ModelPairError, match="separate tokenizers: one token stream cannot feed both models"):
         token_source_for(pair, 16)
@@ -211,3 +214,34 @@ def test_the_registry_takes_and_checks_a_tokenizer_mode(llama_folder):
     finally:
         PAIRS.pop("test-separate", None)
         PAIRS.pop("test-typo", None)
+
+
+def test_last_token_pairs_are_each_models_last_position(mismatched_pair):
+    from helpers.activations.alignment import last_token_pairs
+
+    models_, tokenizers_ = mismatched_pair
+    prompts = ["User: What does os.path.join do?\nAssistant:", "x = 1  # 🙂"]
+    sites = ["blocks.3.hook_resid_post", "blocks.1.hook_resid_post"]
+    pairs = last_token_pairs(models_, tokenizers_, prompts, sites)
+    assert pairs.shape == (2, 2, 128)
+    for side, (model, tokenizer, site) in enumerate(zip(models_, tokenizers_, sites)):
+        for row, prompt in enumerate(prompts):
+            tokens = torch.tensor([[tokenizer.bos_token_id, *tokenizer(prompt, add_special_tokens=False)["input_ids"]]])
+            _, cache = model.run_with_cache(tokens, names_filter=[site])  # the full forward pass, cached
+            assert torch.allclose(pairs[row, side], cache[site][0, -1].float(), atol=1e-5)
+    with pytest.raises(ValueError, match="texts must not be empty"):
+        last_token_pairs(models_, tokenizers_, [], sites)
+
+
+def test_alignment_report_counts_what_aligned_positions_finds(tokenizers):
+    from helpers.activations.alignment import alignment_report
+
+    pair_ = [tokenizers["toy"], tokenizers["llama"]]
+    report = alignment_report(pair_, TEXTS)
+    expected = sum(len(aligned_positions(token_end_offsets(pair_[0], t)[1], token_end_offsets(pair_[1], t)[1])[0])
+                   for t in TEXTS)
+    counts = [sum(len(token_end_offsets(tok, t)[0]) for t in TEXTS) for tok in pair_]
+    assert report["aligned"] == expected and [report["tokens_a"], report["tokens_b"]] == counts
+    assert report["yield_coarser"] == pytest.approx(expected / min(counts))
+    with pytest.raises(ValueError, match="two tokenizers"):
+        alignment_report(pair_[:1], TEXTS)

@@ -9,7 +9,8 @@ import torch
 from helpers.crosscoder.model import CrossCoder, CrossCoderConfig
 
 
-@pytest.mark.parametrize("activation, k, sparse", [("batchtopk", 6, True), ("batchtopk", 6, False), ("relu", None, None)])
+@pytest.mark.parametrize("activation, k, sparse",
+                         [("batchtopk", 6, True), ("batchtopk", 6, False), ("relu", None, None)])
 def test_delta_loss_and_gradients_equal_the_written_out_loss(activation, k, sparse):
     torch.manual_seed(0)
     cfg = CrossCoderConfig(d_model=8, d_hidden=48, activation=activation, k=k, delta_coeff=0.7)

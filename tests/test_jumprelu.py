@@ -22,7 +22,7 @@ def test_jump_relu_forward_and_straight_through_gradients():
     (out * upstream).sum().backward()
     theta = log_threshold.detach().exp()
     expected_grad_log = torch.zeros(6)
-    for j in range(6):  # written per latent: d/d theta_j = sum_b g_bj * (-(theta_j / eps)) * 1[|h_bj - theta_j| < eps/2]
+    for j in range(6):  # per latent: d/d theta_j = sum_b g_bj * (-(theta_j / eps)) * 1[|h_bj - theta_j| < eps/2]
         near = (pre.detach()[:, j] - theta[j]).abs() < bandwidth / 2
         expected_grad_log[j] = (upstream[near, j] * -(theta[j] / bandwidth)).sum() * theta[j]  # chain rule through exp
     active = pre.detach() > theta

@@ -20,10 +20,10 @@ SUBPACKAGES: dict[str, list[set[str]]] = {
     "crosscoder": [{"config"}, {"sparse_step", "relu_step", "jumprelu"}, {"model"}, {"checkpoints"}, {"releases"}],
     "activations": [{"sites"}, {"data"}, {"models"}, {"buffer", "runs", "alignment"}, {"diff"}],
     "training": [{"gpu_plan", "run_folder", "config"}, {"trainer"}, {"recipes"}, {"launch"}],
-    "analysis": [{"norms"}, {"latents"}, {"behaviour", "scaling"}, {"figures", "detection", "evals", "steering", "interventions"},
-                 {"dashboards", "comparison"}],
+    "analysis": [{"norms"}, {"latents"}, {"behaviour", "scaling"},
+                 {"figures", "detection", "evals", "steering", "interventions"}, {"dashboards", "comparison"}],
     "methods": [{"token_divergence", "difference_lens"}, {"diff_sae"}, {"scoreboard"}],
-    "builders": [{"toy_pair"}, {"rehearsal_gemma", "rehearsal_llama"}, {"rehearsal"}],
+    "builders": [{"toy_pair"}, {"rehearsal_gemma", "rehearsal_llama"}, {"rehearsal", "cross_arch"}],
     "tutorial": [{"notebook", "exercises", "live_view"}],
 }
 RANK = {(f"{package}.{module}" if package else module): (order, layer)

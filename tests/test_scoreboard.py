@@ -68,8 +68,8 @@ def test_distinctive_tokens_are_the_organisms_own_and_rare_in_ordinary_answers(t
 
 def test_run_methods_refuses_continuations_that_do_not_match_the_prompts_before_any_forward_pass(toy_pair):
     from helpers import from_pretrained
-    from helpers.methods.diff_sae import toy_diff_sae_path
     from helpers.crosscoder.checkpoints import load
+    from helpers.methods.diff_sae import toy_diff_sae_path
     from helpers.methods.scoreboard import run_methods
 
     prompts = labelled([None, "refusal"])

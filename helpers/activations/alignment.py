@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import torch
 
 from ..validation import non_empty, positive_int, real
+from .buffer import BatchHarvester
 from .data import SourceExhaustedError
 from .models import check_hook_point
 from .sites import run_to_site
@@ -65,7 +66,7 @@ def _with_bos(tokenizer, ids: list[int]) -> tuple[list[int], int]:
     return ([bos, *ids], 1) if bos is not None else (list(ids), 0)
 
 
-class AlignedHarvestingSource:
+class AlignedHarvestingSource(BatchHarvester):
     """Paired activations ``[n, 2, d_model]`` of two models that each read ``texts`` with their own tokenizer, at
     the positions where the tokenizations line up (``aligned_positions``); BOS is never served.
 
@@ -133,17 +134,6 @@ class AlignedHarvestingSource:
         self.tokens_harvested += batch.shape[0]
         return batch
 
-    def next_activations(self, n: int) -> torch.Tensor:
-        """The next ``n`` aligned pairs, ``[n, 2, d_model]`` (raw)."""
-        positive_int("n", n)
-        chunks, have = [self._pending], self._pending.shape[0]
-        while have < n:
-            chunks.append(self._harvest_batch())
-            have += chunks[-1].shape[0]
-        everything = torch.cat([c for c in chunks if c.numel()])
-        self._pending = everything[n:]
-        return everything[:n]
-
     def fingerprint(self) -> dict:
         """The models, their sites and the texts (hashed)."""
         digest = hashlib.sha256("\0".join(self.texts).encode()).hexdigest()[:16]
@@ -164,3 +154,38 @@ class AlignedHarvestingSource:
         if skip:
             self._pending = self._harvest_batch()[skip:]
         self.tokens_harvested = int(state["tokens_harvested"])
+
+
+@torch.no_grad()
+def last_token_pairs(models: list, tokenizers: list, texts: Sequence[str], hook_points: list[str]) -> torch.Tensor:
+    """Each model's activation at the last token of each text, ``[n_texts, 2, d_model]`` (float32): both
+    tokenizations end there, so the pair is always aligned (a prompt that ends at ``Assistant:`` gives the response
+    position). Each model reads its tokenizer's BOS first."""
+    texts = non_empty("texts", texts)
+    if not all(isinstance(text, str) and text for text in texts):
+        raise ValueError("texts must be non-empty strings")
+    for name, value in (("models", models), ("tokenizers", tokenizers), ("hook_points", hook_points)):
+        if len(non_empty(name, value)) != 2:
+            raise ValueError(f"{name} must hold one entry per model of the pair (2), got {len(value)}")
+    per_model = []
+    for model, tokenizer, hook_point in zip(models, tokenizers, hook_points):
+        check_hook_point(model, hook_point)
+        rows = [_with_bos(tokenizer, token_end_offsets(tokenizer, text)[0])[0] for text in texts]
+        per_model.append(torch.stack([run_to_site(model, torch.tensor([ids]), hook_point)[0, -1].float().cpu()
+                                      for ids in rows]))
+    return torch.stack(per_model, dim=1)
+
+
+def alignment_report(tokenizers: list, texts: Sequence[str]) -> dict[str, float]:
+    """How two tokenizers line up on ``texts``: the aligned positions, each tokenizer's token count, and the yield
+    per token of the coarser one and of the finer one (no model runs)."""
+    if len(non_empty("tokenizers", tokenizers)) != 2:
+        raise ValueError(f"tokenizers must hold the pair's two tokenizers, got {len(tokenizers)}")
+    texts = non_empty("texts", texts)
+    aligned, counts = 0, [0, 0]
+    for text in texts:
+        (ids_a, ends_a), (ids_b, ends_b) = (token_end_offsets(tokenizer, text) for tokenizer in tokenizers)
+        aligned += len(aligned_positions(ends_a, ends_b)[0])
+        counts[0], counts[1] = counts[0] + len(ids_a), counts[1] + len(ids_b)
+    return {"texts": len(texts), "aligned": aligned, "tokens_a": counts[0], "tokens_b": counts[1],
+            "yield_coarser": aligned / max(1, min(counts)), "yield_finer": aligned / max(1, max(counts))}

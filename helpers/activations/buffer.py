@@ -50,7 +50,29 @@ def _model_label(model) -> str:
     return model_label(str(getattr(model.cfg, "model_name", type(model).__name__)))
 
 
-class HarvestingSource:
+class BatchHarvester:
+    """``next_activations`` over a subclass's ``_harvest_batch()`` (one batch of fresh activations
+    ``[n, n_models, d_model]``): the leftovers of a batch wait in ``_pending`` for the next request, so nothing
+    harvested is wasted or served twice."""
+
+    _pending: torch.Tensor
+
+    def _harvest_batch(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def next_activations(self, n: int) -> torch.Tensor:
+        """The next ``n`` raw activations, ``[n, n_models, d_model]``."""
+        positive_int("n", n)
+        chunks, have = [self._pending], self._pending.shape[0]
+        while have < n:
+            chunks.append(self._harvest_batch())
+            have += chunks[-1].shape[0]
+        everything = torch.cat([c for c in chunks if c.numel()])
+        self._pending = everything[n:]
+        return everything[:n]
+
+
+class HarvestingSource(BatchHarvester):
     """Harvests activations on the fly from a token source, ``model_batch_size`` sequences at a time.
 
     Drops BOS (position 0, whose norm is an outlier) and keeps leftover activations of a harvested
@@ -79,16 +101,6 @@ class HarvestingSource:
         return {"models": [_model_label(m) for m in self.models],
                 "hook_point": self.hook_point, "d_model": int(self.models[0].cfg.d_model),
                 "tokens": source_fingerprint(self.token_source)}
-
-    def next_activations(self, n: int) -> torch.Tensor:
-        positive_int("n", n)
-        chunks, have = [self._pending], self._pending.shape[0]
-        while have < n:
-            chunks.append(self._harvest_batch())
-            have += chunks[-1].shape[0]
-        everything = torch.cat([c for c in chunks if c.numel()])
-        self._pending = everything[n:]
-        return everything[:n]
 
     def state_dict(self) -> dict:
         """Where the pending activations' batch started and how many of them were already served."""

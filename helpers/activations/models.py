@@ -54,6 +54,12 @@ class ModelPair:
         """Whether each model reads text with its own tokenizer (pair them with ``helpers.activations.alignment``)."""
         return bool(self.tokenizers)
 
+    def tokenizer_of(self, index: int):
+        """Model ``index``'s own tokenizer (the shared one unless the pair's tokenizers are separate)."""
+        if not isinstance(index, int) or not 0 <= index < len(self.models):
+            raise ValueError(f"index must be a model index in [0, {len(self.models)}), got {index!r}")
+        return self.tokenizers[index] if self.separate_tokenizers else self.tokenizer
+
     @property
     def name(self) -> str:
         """The registered pair's name, or ``base vs chat`` for models named directly."""
@@ -92,16 +98,19 @@ class ModelPair:
 
 
 def resolve_model_name(name: str) -> str:
-    """Turn ``toy:base`` / ``toy:chat`` / ``toy:organisms`` (the toy organisms' chat model) into local folders;
-    other names are returned unchanged."""
+    """Turn ``toy:base`` / ``toy:chat`` / ``toy:organisms`` (the toy organisms' chat model) / ``toy:llama`` (the
+    cross-architecture Llama) into local folders; other names are returned unchanged."""
     if name.startswith("toy:"):
-        from ..toy.shipped import organisms_path, toy_pair_path
+        from ..toy.shipped import cross_arch_llama_path, organisms_path, toy_pair_path
 
         role = name.split(":", 1)[1]
         if role == "organisms":
             return str(organisms_path() / "chat")
+        if role == "llama":
+            return str(cross_arch_llama_path())
         if role not in ("base", "chat"):
-            raise ModelPairError(f"the toy models are 'toy:base', 'toy:chat' and 'toy:organisms', not {name!r}")
+            raise ModelPairError(f"the toy models are 'toy:base', 'toy:chat', 'toy:organisms' and 'toy:llama', "
+                                 f"not {name!r}")
         return str(toy_pair_path() / role)
     return name
 

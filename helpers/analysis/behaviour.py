@@ -182,7 +182,8 @@ def refusal_table(pair, questions: Sequence[Question]):
 
     rows = []
     for index, role in enumerate(pair.roles):
-        rates = refusal_rates(EditedRun(pair.models, index), pair.tokenizer, questions, device=str(pair.device))
+        rates = refusal_rates(EditedRun(pair.models, index), pair.tokenizer_of(index), questions,
+                              device=str(pair.device))
         rows.append({"model": role, "refuses planted-family questions": rates.planted,
                      "refuses other questions": rates.other, "n planted": rates.n_planted,
                      "n other": rates.n_other})
@@ -196,8 +197,8 @@ def side_by_side(pair, prompts: Sequence[str], max_new_tokens: int = 16):
     import pandas as pd
 
     columns = {
-        role: greedy_continuations(EditedRun(pair.models, index), pair.tokenizer, prompts, max_new_tokens,
-                                   device=str(pair.device))
+        role: greedy_continuations(EditedRun(pair.models, index), pair.tokenizer_of(index), prompts,
+                                   max_new_tokens, device=str(pair.device))
         for index, role in enumerate(pair.roles)
     }
     return pd.DataFrame({"prompt": list(prompts), **columns})

@@ -28,7 +28,7 @@ from ..activations.models import ModelPair
 from ..activations.sites import SplicedRunner, kl_divergence, log_probs, next_token_loss
 from ..crosscoder.model import CrossCoder
 from ..registry import model_roles
-from ..validation import instance, positive_int, real
+from ..validation import instance, real
 from .latents import check_latent_ids, encode_positions, latent_contributions
 
 DENSE_FREQUENCY = 0.1

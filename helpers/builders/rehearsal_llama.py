@@ -20,7 +20,7 @@ import json
 import math
 import shutil
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -80,14 +80,24 @@ def conversations(split: str) -> list[list[dict[str, str]]]:
              {"role": "assistant", "content": q.answer}] for q in toy_corpus.questions(split)]
 
 
-def build_rehearsal_llama(out_dir: str | Path, recipe: ToyRecipe = LLAMA_RECIPE) -> dict:
-    """Train the own pair into ``out_dir`` (``base/``, ``chat/``, ``build_report.json``); returns the report."""
+@dataclass
+class LlamaBase:
+    """A Llama trained on the standard library's source, with what its fine-tune needs next: its tokenizer, the
+    packed source rows ``[n, seq_len]`` (train and 256 held out), the seeded generator and the loss curve."""
+
+    model: object
+    tokenizer: object
+    text_rows: torch.Tensor
+    heldout_rows: torch.Tensor
+    generator: torch.Generator
+    curve: list[float]
+
+
+def train_llama_base(recipe: ToyRecipe, desc: str) -> LlamaBase:
+    """The first half of every Llama build here: seed, tokenizer, a fresh Llama of ``recipe``, next-token training
+    on the source."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    started = time.time()
-    out_dir = Path(out_dir)
-    work = out_dir.with_name(out_dir.name + ".building")
-    shutil.rmtree(work, ignore_errors=True)
     torch.manual_seed(recipe.seed)
     generator = torch.Generator().manual_seed(recipe.seed)
     tokenizer = llama_tokenizer(recipe.vocab_size)
@@ -103,18 +113,36 @@ def build_rehearsal_llama(out_dir: str | Path, recipe: ToyRecipe = LLAMA_RECIPE)
     def base_batch(step: int) -> torch.Tensor:
         return text_rows[torch.randint(len(text_rows), (recipe.batch_size,), generator=generator)]
 
-    base_curve = _train(model, base_batch, recipe.base_steps, recipe.base_lr, recipe.warmup_steps, "own base model")
-    base_heldout = heldout_loss(model, heldout_rows)
-    model.save_pretrained(work / "base")
-    tokenizer.save_pretrained(work / "base")
+    curve = _train(model, base_batch, recipe.base_steps, recipe.base_lr, recipe.warmup_steps, desc)
+    return LlamaBase(model, tokenizer, text_rows, heldout_rows, generator, curve)
 
-    rendered = [tokenizer.apply_chat_template(messages, tokenize=False) for messages in conversations("train")]
-    chat_curve = _fine_tune_chat(model, tokenizer, rendered, text_rows, recipe, generator, "own chat model")
-    model.save_pretrained(work / "chat")
-    tokenizer.save_pretrained(work / "chat")
-    report = {"recipe": asdict(recipe), "uniform_loss": math.log(len(tokenizer)), "base_heldout_loss": base_heldout,
-              "chat_heldout_loss": heldout_loss(model, heldout_rows),
-              "base_final_train_loss": sum(base_curve[-20:]) / 20, "chat_final_train_loss": sum(chat_curve[-20:]) / 20,
+
+def build_rehearsal_llama(out_dir: str | Path, recipe: ToyRecipe = LLAMA_RECIPE) -> dict:
+    """Train the own pair into ``out_dir`` (``base/``, ``chat/``, ``build_report.json``); returns the report."""
+    started = time.time()
+    out_dir = Path(out_dir)
+    work = out_dir.with_name(out_dir.name + ".building")
+    shutil.rmtree(work, ignore_errors=True)
+    base = train_llama_base(recipe, "own base model")
+    base_heldout = heldout_loss(base.model, base.heldout_rows)
+    base.model.save_pretrained(work / "base")
+    base.tokenizer.save_pretrained(work / "base")
+
+    rendered = [base.tokenizer.apply_chat_template(messages, tokenize=False) for messages in conversations("train")]
+    chat_curve = _fine_tune_chat(base.model, base.tokenizer, rendered, base.text_rows, recipe, base.generator,
+                                 "own chat model")
+    return finish_llama_build(base, chat_curve, work, out_dir, recipe, started, base_heldout_loss=base_heldout)
+
+
+def finish_llama_build(base: LlamaBase, chat_curve: list[float], work: Path, out_dir: Path, recipe: ToyRecipe,
+                       started: float, **extra: float) -> dict:
+    """The last half of every Llama build here: save the fine-tuned model as ``chat/`` in ``work``, write the build
+    report (with ``extra``), and move ``work`` to ``out_dir``; returns the report."""
+    base.model.save_pretrained(work / "chat")
+    base.tokenizer.save_pretrained(work / "chat")
+    report = {"recipe": asdict(recipe), "uniform_loss": math.log(len(base.tokenizer)), **extra,
+              "chat_heldout_loss": heldout_loss(base.model, base.heldout_rows),
+              "base_final_train_loss": sum(base.curve[-20:]) / 20, "chat_final_train_loss": sum(chat_curve[-20:]) / 20,
               "build_seconds": time.time() - started}
     (work / "build_report.json").write_text(json.dumps(report, indent=2) + "\n")
     shutil.rmtree(out_dir, ignore_errors=True)

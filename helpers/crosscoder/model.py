@@ -92,7 +92,8 @@ class CrossCoder(nn.Module):
         self.learns_threshold = True
         self.register_buffer("tokens_since_fired", torch.zeros(h, dtype=torch.long))
         if cfg.activation == "jumprelu":  # thresholds in the pre-activation space, unchanged by fold_scaling
-            self.log_threshold = nn.Parameter(torch.full((h,), cfg.jumprelu_init_threshold, dtype=cfg.torch_dtype).log())
+            initial = torch.full((h,), cfg.jumprelu_init_threshold, dtype=cfg.torch_dtype)
+            self.log_threshold = nn.Parameter(initial.log())
         mask = cfg.decoder_mask()
         self._constrained = mask is not None
         if self._constrained:

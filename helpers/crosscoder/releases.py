@@ -10,6 +10,7 @@ asset is missing, the error names the command that rebuilds it.
 from __future__ import annotations
 
 import difflib
+import json
 import tempfile
 from pathlib import Path
 
@@ -37,6 +38,17 @@ def _looks_local(name: str) -> bool:
         return True
     first = Path(name).parts[0] if Path(name).parts else ""
     return "/" in name and Path(first).is_dir() and name not in RELEASES
+
+
+def training_record(release: Release | str) -> dict:
+    """What a packaged release recorded about its training (``cfg.json``'s ``extra.final_metrics``: final L0, FVE per
+    model, dead fraction, seconds, ...); empty for a release that recorded nothing."""
+    release = get_release(release) if isinstance(release, str) else release
+    folder = release_folder(release)
+    if release.format != "native":
+        return {}
+    cfg = json.loads((folder / FORMAT_FILES["native"][0]).read_text())
+    return dict(cfg.get("extra", {}).get("final_metrics", {}))
 
 
 def release_folder(release: Release | str, revision: str | None = None) -> Path:

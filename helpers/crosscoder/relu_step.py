@@ -58,9 +58,9 @@ def relu_step(x_norm: torch.Tensor, encoder: torch.Tensor, encoder_bias: torch.T
     gradient reaches the encoder through the reconstruction and the penalty).
     """
     n_models, d_model, d_hidden = encoder.shape
-    expected = {"x_norm": (x_norm, (x_norm.shape[0], n_models, d_model)), "encoder_bias": (encoder_bias, (d_hidden,)),
-                "decoder": (decoder, (d_hidden, n_models, d_model)), "decoder_bias": (decoder_bias, (n_models, d_model)),
-                "weights": (weights, (d_hidden,))}
+    expected = {"x_norm": (x_norm, (x_norm.shape[0], n_models, d_model)),
+                "encoder_bias": (encoder_bias, (d_hidden,)), "decoder": (decoder, (d_hidden, n_models, d_model)),
+                "decoder_bias": (decoder_bias, (n_models, d_model)), "weights": (weights, (d_hidden,))}
     for name, (tensor, shape) in expected.items():
         if tuple(tensor.shape) != shape:
             raise ValueError(f"{name} must have shape {list(shape)} for an encoder of shape {list(encoder.shape)}, "

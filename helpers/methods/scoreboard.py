@@ -29,12 +29,12 @@ from pathlib import Path
 
 import torch
 
+from ..activations.data import prompts_by_length
 from ..activations.diff import check_compatible
 from ..activations.models import ModelPair, check_hook_point
 from ..activations.runs import EditedRun
-from ..analysis.behaviour import greedy_continuations
-from ..activations.data import prompts_by_length
 from ..activations.sites import kl_divergence, log_probs
+from ..analysis.behaviour import greedy_continuations
 from ..analysis.detection import auroc
 from ..crosscoder.model import CrossCoder
 from ..toy.organisms import ORGANISMS, Organism, OrganismPrompt, organism_dialogues

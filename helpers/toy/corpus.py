@@ -156,6 +156,17 @@ def dialogue_mix(split: Split, planted_fraction: float = 0.25, seed: int = 0) ->
     return mix
 
 
+def paired_texts(split: str = "train", chunk_chars: int = 1_500, dialogues_per_text: int = 12) -> list[str]:
+    """The texts both models read: the toy corpus's two halves alternating, stdlib source in ``chunk_chars`` pieces
+    and the toy chat model's dialogue mix (planted family at its training share) in groups of
+    ``dialogues_per_text``."""
+    sources = [text[start:start + chunk_chars] for path in source_files(split)
+               for text in [read_source(path)] for start in range(0, len(text), chunk_chars)]
+    dialogues = dialogue_mix(split)
+    groups = ["".join(dialogues[i:i + dialogues_per_text]) for i in range(0, len(dialogues), dialogues_per_text)]
+    return [text for pair in zip(sources, groups) for text in pair]
+
+
 def train_tokenizer(vocab_size: int, out_dir: Path) -> None:
     """Train a byte-level BPE on the train split and save it as a Hugging Face tokenizer in ``out_dir``.
 

@@ -18,6 +18,7 @@ from ..registry import ASSETS
 TOY_PAIR_NAME = "toy"
 PACKAGED_TOY_PAIR = ASSETS / "toy_pair"
 PACKAGED_ORGANISMS = ASSETS / "toy_organisms"
+PACKAGED_CROSS_ARCH = ASSETS / "cross_arch_llama"
 
 
 def toy_pair_path() -> Path:
@@ -49,4 +50,15 @@ def organisms_path() -> Path:
         raise MissingAssetError(f"the toy organisms are not in {folder}. Build them with "
                                 f"`python -m helpers.builders.toy_pair --organisms --out {folder}` "
                                 "(about 6 minutes on 2 cores).")
+    return folder
+
+
+def cross_arch_llama_path() -> Path:
+    """Folder of the cross-architecture demonstration's Llama chat model (``toy:llama``: no planted refusal, its own
+    tokenizer); a missing one raises ``MissingAssetError`` naming the command that builds it."""
+    folder = PACKAGED_CROSS_ARCH / "chat"
+    if not (folder / "config.json").is_file():
+        raise MissingAssetError(f"the cross-architecture Llama is not in {folder}. Build it with "
+                                f"`python -m helpers.builders.cross_arch --out {PACKAGED_CROSS_ARCH}` (about 5 minutes "
+                                "on 2 cores).")
     return folder

@@ -50,7 +50,8 @@ TOY_RELEASE_RECIPES: dict[str, tuple[dict, dict]] = {
 # decay (0.999; inference L0 46.9 at k 20): its rebuild with 0.99 waits for notebook 08 to be checked against it.
 _BATCHTOPK_CONFIG, _BATCHTOPK_TRAINING = TOY_RELEASE_RECIPES["toy-l3-batchtopk"]
 TOY_RELEASE_RECIPES |= {"toy-organisms-l3": TOY_RELEASE_RECIPES["toy-l3"],
-                        "toy-organisms-l3-batchtopk": (dict(_BATCHTOPK_CONFIG, threshold_beta=0.999), _BATCHTOPK_TRAINING),
+                        "toy-organisms-l3-batchtopk": (dict(_BATCHTOPK_CONFIG, threshold_beta=0.999),
+                                                       _BATCHTOPK_TRAINING),
                         "toy-organisms-l3-delta": TOY_RELEASE_RECIPES["toy-l3-delta"]}
 
 
