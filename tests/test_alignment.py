@@ -245,3 +245,18 @@ def test_alignment_report_counts_what_aligned_positions_finds(tokenizers):
     assert report["yield_coarser"] == pytest.approx(expected / min(counts))
     with pytest.raises(ValueError, match="two tokenizers"):
         alignment_report(pair_[:1], TEXTS)
+
+
+def test_aligned_pairs_go_through_the_disk_cache(mismatched_pair, tmp_path):
+    from helpers.activations.buffer import DiskCacheSource, write_disk_cache
+
+    models_, tokenizers_ = mismatched_pair
+    sites = ["blocks.3.hook_resid_post", "blocks.1.hook_resid_post"]
+
+    def source():
+        return AlignedHarvestingSource(models_, tokenizers_, documents(12), sites, max_chars=1500, texts_per_batch=4)
+
+    write_disk_cache(source(), tmp_path / "cache", n_tokens=600, shard_tokens=256, storage_dtype="float32")
+    cached = DiskCacheSource(tmp_path / "cache")
+    assert torch.equal(cached.next_activations(600), source().next_activations(600))
+    assert cached.fingerprint()["aligned"] is True
