@@ -172,6 +172,14 @@ def test_aligned_source_refuses_bad_input(mismatched_pair):
         AlignedHarvestingSource(models_, tokenizers_, ["text"], [sites[0], "blocks.9.hook_resid_post"])
     with pytest.raises(ValueError, match="min_yield"):
         AlignedHarvestingSource(models_, tokenizers_, ["text"], sites, min_yield=1.5)
+    with pytest.raises(ValueError, match="max_chars"):
+        AlignedHarvestingSource(models_, tokenizers_, ["text"], sites, max_chars=0)
+    with pytest.raises(ValueError, match="texts_per_batch"):
+        AlignedHarvestingSource(models_, tokenizers_, ["text"], sites, texts_per_batch=-1)
+    with pytest.raises(ValueError, match="non-empty strings"):
+        AlignedHarvestingSource(models_, tokenizers_, ["text", ""], sites)
+    with pytest.raises(TypeError, match="texts must be a list"):
+        AlignedHarvestingSource(models_, tokenizers_, "one text", sites)
 
 
 @pytest.fixture(scope="module")
@@ -214,6 +222,18 @@ def test_the_registry_takes_and_checks_a_tokenizer_mode(llama_folder):
     finally:
         PAIRS.pop("test-separate", None)
         PAIRS.pop("test-typo", None)
+
+
+def test_training_record_reads_the_release_and_refuses_bad_names():
+    from helpers import training_record
+    from helpers.registry import RegistryError
+
+    assert training_record("toy-vs-llama-dfc")["alignment_yield"] == pytest.approx(0.9643)
+    assert training_record("gemma-2-2b-l14-replication") == {}, "a Hub release in another format: no download"
+    with pytest.raises(RegistryError, match="unknown crosscoder release 'toy-vs-llama-dcf'. Did you mean"):
+        training_record("toy-vs-llama-dcf")
+    with pytest.raises(TypeError, match="Release or a release's name"):
+        training_record(3)
 
 
 def test_last_token_pairs_are_each_models_last_position(mismatched_pair):

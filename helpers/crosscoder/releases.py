@@ -44,10 +44,11 @@ def training_record(release: Release | str) -> dict:
     """What a packaged release recorded about its training (``cfg.json``'s ``extra.final_metrics``: final L0, FVE per
     model, dead fraction, seconds, ...); empty for a release that recorded nothing."""
     release = get_release(release) if isinstance(release, str) else release
-    folder = release_folder(release)
-    if release.format != "native":
+    if not isinstance(release, Release):
+        raise TypeError(f"release must be a Release or a release's name, got {type(release).__name__}")
+    if release.format != "native":  # other formats record no training; nothing to download
         return {}
-    cfg = json.loads((folder / FORMAT_FILES["native"][0]).read_text())
+    cfg = json.loads((release_folder(release) / FORMAT_FILES["native"][0]).read_text())
     return dict(cfg.get("extra", {}).get("final_metrics", {}))
 
 
