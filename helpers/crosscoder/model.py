@@ -43,9 +43,10 @@ class CrossCoderLosses:
     """What ``CrossCoder.losses`` returns. Scalars are 0-d tensors; ``total`` carries the graph.
 
     Attributes:
-        total: reconstruction + l1_coeff * sparsity + aux_k_coeff * aux_k; what the optimiser sees.
+        total: reconstruction + l1_coeff * sparsity + (aux_k_coeff, or pre_act_coeff for jumprelu) * aux_k
+            + delta_coeff * delta; what the optimiser sees.
         reconstruction: squared error summed over models and d_model, averaged over the batch.
-        sparsity: decoder-norm-weighted L1 of the latents, averaged over the batch.
+        sparsity: decoder-norm-weighted L1 of the latents (for jumprelu: the tanh penalty), averaged over the batch.
         aux_k: auxiliary dead-latent loss: aux-k for the top-k variants (0 when no latent is dead), Anthropic's
             pre-activation loss for ``jumprelu``, 0 for ``relu``.
         l0: mean number of active latents per token.
