@@ -120,6 +120,7 @@ _EXPORTS: dict[str, str] = {
     "compare_refusals": "analysis.behaviour",
     "side_by_side": "analysis.behaviour",
     # dashboards
+    "gather_aligned_dashboards": "analysis.aligned_dashboards",
     "gather_dashboards": "analysis.dashboards",
     "save_html": "analysis.dashboards",
 }

@@ -68,6 +68,16 @@ def non_empty(name: str, values: Any) -> list:
     return values
 
 
+def non_empty_strings(name: str, values: Any) -> list[str]:
+    """``values`` as a list of at least one non-empty string; a ``TypeError`` or ``ValueError`` naming ``name``
+    and the first bad entry otherwise."""
+    values = non_empty(name, values)
+    for index, value in enumerate(values):
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"{name} must be non-empty strings; entry {index} is {value!r:.60}")
+    return values
+
+
 def one_of(name: str, value: Any, choices: tuple) -> Any:
     if value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")

@@ -105,15 +105,22 @@ def probes(workdir: Path) -> list[Probe]:
         AlignedHarvestingSource,
         aligned_positions,
         alignment_report,
+        harvest_aligned_texts,
         last_token_pairs,
         token_end_offsets,
     )
+    from helpers.activations.hub_data import HFTokenSource
     from helpers.analysis.norms import LatentStatistics
     from helpers.crosscoder.jumprelu import jump_relu, jumprelu_penalties
     from helpers.crosscoder.relu_step import relu_step
+    from helpers.training.recipes import texts_for
 
     pair = load_model_pair("toy")
     release = from_pretrained("toy-l3")
+    separate = load_model_pair("toy-vs-llama")
+    separate_release = from_pretrained("toy-vs-llama-dfc")
+    texts_file = workdir / "texts.jsonl"
+    texts_file.write_text('{"text": "one"}\n')
     tokens = torch.full((2, 8), 5)
     x = torch.randn(8, 2, 128)
     nan = math.nan
@@ -339,6 +346,20 @@ def probes(workdir: Path) -> list[Probe]:
         Probe("gather_dashboards", "latents", "[5000]",
               lambda: helpers.gather_dashboards(pair, release, [tokens], [5000]), r"\[0, 2048\)"),
         Probe("save_html", "dashboards", "[]", lambda: helpers.save_html([], workdir / "d.html"), "dashboards"),
+        Probe("gather_aligned_dashboards", "pair", "one tokenizer", lambda: helpers.gather_aligned_dashboards(
+            pair, release, ["text"], [1]), "shares one tokenizer: use gather_dashboards"),
+        Probe("gather_aligned_dashboards", "texts", "['a', '']", lambda: helpers.gather_aligned_dashboards(
+            separate, separate_release, ["a", ""], [1]), "entry 1"),
+        Probe("gather_aligned_dashboards", "max_chars", "0", lambda: helpers.gather_aligned_dashboards(
+            separate, separate_release, ["a"], [1], max_chars=0), "max_chars"),
+        Probe("gather_dashboards", "pair", "separate tokenizers", lambda: helpers.gather_dashboards(
+            separate, separate_release, [tokens], [1]), "gather_aligned_dashboards"),
+        Probe("harvest_aligned_texts", "texts", "a string", lambda: harvest_aligned_texts(
+            separate.models, separate.tokenizers, "text", [separate.hook_point] * 2), "texts must be a list"),
+        Probe("texts_for", "n_texts", "0", lambda: texts_for(separate, 0), "n_texts"),
+        Probe("texts_for", "pair", "one tokenizer", lambda: texts_for(pair, 5), "shares one tokenizer"),
+        Probe("HFTokenSource.documents", "n", "-1", lambda: HFTokenSource(
+            "json", pair.tokenizer, 8, column="text", data_files=str(texts_file)).documents(-1), "n must be"),
         # the command line
         Probe("launch train", "--pair", "'tyo'", command_line("train", "--pair", "tyo", "--out", str(workdir / "r")),
               "unknown model pair 'tyo'"),
@@ -351,6 +372,9 @@ def probes(workdir: Path) -> list[Probe]:
             "train", "--pair", "toy", "--out", str(workdir / "r"), "--cache", str(missing)), "no metadata.json|not"),
         Probe("launch cache", "--tokens", "0", command_line("cache", "--pair", "toy", "--tokens", "0", "--out",
                                                             str(workdir / "c")), "tokens must be positive"),
+        Probe("launch cache", "--texts", "0", command_line("cache", "--pair", "toy-vs-llama", "--tokens", "10",
+                                                           "--texts", "0", "--out", str(workdir / "c")),
+              "texts must be positive"),
     ]
 
 

@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 
-from helpers.activations.data import HFTokenSource, SourceExhaustedError, ToyTokenSource
+from helpers.activations.data import SourceExhaustedError, ToyTokenSource
+from helpers.activations.hub_data import HFTokenSource
 from helpers.activations.sites import harvest
 from helpers.analysis.evals import splice_metrics
 from helpers.analysis.latents import encode_tokens

@@ -217,3 +217,18 @@ def test_text_from_the_data_is_escaped(browser, tmp_path):
     tokens = [span.text for span in browser.find_elements(By.CSS_SELECTOR, "#latent-3 .tok")]
     assert HOSTILE in tokens and "</script><b>x</b>" in tokens
     assert browser.title == "<b>title</b>"
+
+
+def test_a_pair_with_separate_tokenizers_shows_both_tokenizations(browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    dashboard = hostile_dashboard()
+    dashboard.top_examples[0].other = {"model": "other <i>model</i>", "tokens": ["a", "<b>b</b>", "c"], "focus": 1}
+    open_page(browser, save_html([dashboard], tmp_path / "aligned.html"))
+    browser.find_element(By.LINK_TEXT, "3").click()
+    lines = browser.find_elements(By.CSS_SELECTOR, "#latent-3 .top-examples .example")
+    assert len(lines) == 2, "the first model's tokens, then the other model's under them"
+    other = lines[1].find_elements(By.CSS_SELECTOR, ".tok")
+    assert [span.text for span in other] == ["a", "<b>b</b>", "c"]  # shown as text, never as markup
+    assert "focus" in other[1].get_attribute("class") and "focus" not in other[0].get_attribute("class")
+    assert lines[1].find_element(By.CSS_SELECTOR, ".max").text == "other <i>model</i>:"

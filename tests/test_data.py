@@ -9,7 +9,8 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from helpers.activations.data import DataRowError, HFTokenSource, SourceExhaustedError, ToyTokenSource, format_chat
+from helpers.activations.data import DataRowError, SourceExhaustedError, ToyTokenSource, format_chat
+from helpers.activations.hub_data import HFTokenSource
 from helpers.toy.shipped import toy_pair_path
 
 

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
-from ..validation import non_empty, positive_int, real
-from .buffer import BatchHarvester
+from ..validation import non_empty, non_empty_strings, positive_int, real
+from .buffer import BatchHarvester, model_label
 from .data import SourceExhaustedError
 from .models import check_hook_point
 from .sites import run_to_site
@@ -66,6 +67,58 @@ def _with_bos(tokenizer, ids: list[int]) -> tuple[list[int], int]:
     return ([bos, *ids], 1) if bos is not None else (list(ids), 0)
 
 
+def _check_one_per_model(models: list, tokenizers: list, hook_points: list[str]) -> None:
+    for name, value in (("models", models), ("tokenizers", tokenizers), ("hook_points", hook_points)):
+        if len(non_empty(name, value)) != 2:
+            raise ValueError(f"{name} must hold one entry per model of the pair (2), got {len(value)}")
+
+
+@dataclass
+class AlignedTexts:
+    """Texts read by both models, paired where their tokenizations line up.
+
+    Attributes:
+        activations: ``[n_pairs, 2, d_model]`` (float32, CPU), the texts' aligned pairs in order.
+        token_rows: per model, per text, the token ids the model read (its BOS first, when it has one).
+        positions: per model, per text, the aligned positions in that model's row (BOS counted), in text order:
+            pair ``j`` of text ``t`` is ``positions[0][t][j]`` in model 0 and ``positions[1][t][j]`` in model 1.
+    """
+
+    activations: torch.Tensor
+    token_rows: list[list[list[int]]]
+    positions: list[list[list[int]]]
+
+
+def _run_aligned(models: list, tokenizers: list, hook_points: list[str], encoded: list, pairs: list) -> AlignedTexts:
+    """Run each model on its own tokens (``encoded[model][text] = (ids, ends)``) and gather the aligned
+    ``pairs[text] = (in_a, in_b)``."""
+    per_model, token_rows, positions = [], [], []
+    for side, (model, tokenizer, hook_point) in enumerate(zip(models, tokenizers, hook_points)):
+        rows = [_with_bos(tokenizer, ids) for ids, _ in encoded[side]]
+        length = max(len(ids) for ids, _ in rows)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        tokens = torch.tensor([ids + [pad] * (length - len(ids)) for ids, _ in rows])
+        with torch.no_grad():
+            acts = run_to_site(model, tokens, hook_point).float().cpu()
+        token_rows.append([ids for ids, _ in rows])
+        positions.append([[index + shift for index in pair[side]] for (_, shift), pair in zip(rows, pairs)])
+        per_model.append(torch.cat([acts[row, torch.tensor(where, dtype=torch.long)]
+                                    for row, where in enumerate(positions[-1])]))
+    return AlignedTexts(torch.stack(per_model, dim=1), token_rows, positions)
+
+
+def harvest_aligned_texts(models: list, tokenizers: list, texts: Sequence[str], hook_points: list[str]) -> AlignedTexts:
+    """Run two models, each on its own tokenization of ``texts`` (one batch, right-padded), and pair their
+    activations where the tokenizations line up (``aligned_positions``); see ``AlignedTexts``."""
+    _check_one_per_model(models, tokenizers, hook_points)
+    texts = non_empty_strings("texts", texts)
+    for model, hook_point in zip(models, hook_points):
+        check_hook_point(model, hook_point)
+    encoded = [[token_end_offsets(tokenizer, text) for text in texts] for tokenizer in tokenizers]
+    pairs = [aligned_positions(a[1], b[1]) for a, b in zip(*encoded)]
+    return _run_aligned(models, tokenizers, hook_points, encoded, pairs)
+
+
 class AlignedHarvestingSource(BatchHarvester):
     """Paired activations ``[n, 2, d_model]`` of two models that each read ``texts`` with their own tokenizer, at
     the positions where the tokenizations line up (``aligned_positions``); BOS is never served.
@@ -78,12 +131,8 @@ class AlignedHarvestingSource(BatchHarvester):
 
     def __init__(self, models: list, tokenizers: list, texts: Sequence[str], hook_points: list[str],
                  max_chars: int = 2_000, texts_per_batch: int = 16, min_yield: float = 0.5):
-        for name, value in (("models", models), ("tokenizers", tokenizers), ("hook_points", hook_points)):
-            if len(non_empty(name, value)) != 2:
-                raise ValueError(f"{name} must hold one entry per model of the pair (2), got {len(value)}")
-        self.texts = list(non_empty("texts", texts))
-        if not all(isinstance(t, str) and t for t in self.texts):
-            raise ValueError("texts must be non-empty strings")
+        _check_one_per_model(models, tokenizers, hook_points)
+        self.texts = non_empty_strings("texts", texts)
         widths = [int(model.cfg.d_model) for model in models]
         if widths[0] != widths[1]:
             raise ValueError(f"the two sites have different widths ({widths[0]} and {widths[1]}); a crosscoder here "
@@ -119,17 +168,7 @@ class AlignedHarvestingSource(BatchHarvester):
             raise AlignmentError(f"the two tokenizations line up at {self.alignment_yield:.1%} of the tokens of the "
                                  f"first {len(texts)} texts, below min_yield={self.min_yield:.0%}: too few pairs to "
                                  "train on (lower min_yield to accept them)")
-        per_model = []
-        for side, (model, tokenizer, hook_point) in enumerate(zip(self.models, self.tokenizers, self.hook_points)):
-            rows = [_with_bos(tokenizer, ids) for ids, _ in encoded[side]]
-            length = max(len(ids) for ids, _ in rows)
-            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-            tokens = torch.tensor([ids + [pad] * (length - len(ids)) for ids, _ in rows])
-            with torch.no_grad():
-                acts = run_to_site(model, tokens, hook_point).float().cpu()
-            per_model.append(torch.cat([acts[row, torch.tensor(pair[side], dtype=torch.long) + shift]
-                                        for row, ((_, shift), pair) in enumerate(zip(rows, pairs))]))
-        batch = torch.stack(per_model, dim=1)
+        batch = _run_aligned(self.models, self.tokenizers, self.hook_points, encoded, pairs).activations
         self._batch_size = batch.shape[0]
         self.tokens_harvested += batch.shape[0]
         return batch
@@ -137,8 +176,9 @@ class AlignedHarvestingSource(BatchHarvester):
     def fingerprint(self) -> dict:
         """The models, their sites and the texts (hashed)."""
         digest = hashlib.sha256("\0".join(self.texts).encode()).hexdigest()[:16]
-        return {"models": [str(getattr(m.cfg, "model_name", type(m).__name__)) for m in self.models],
-                "hook_points": list(self.hook_points), "d_model": int(self.models[0].cfg.d_model),
+        hook_point = self.hook_points[0] if len(set(self.hook_points)) == 1 else list(self.hook_points)
+        return {"models": [model_label(str(getattr(m.cfg, "model_name", type(m).__name__))) for m in self.models],
+                "hook_point": hook_point, "d_model": int(self.models[0].cfg.d_model),
                 "texts": {"n": len(self.texts), "sha256": digest, "max_chars": self.max_chars}, "aligned": True}
 
     def state_dict(self) -> dict:
@@ -161,12 +201,8 @@ def last_token_pairs(models: list, tokenizers: list, texts: Sequence[str], hook_
     """Each model's activation at the last token of each text, ``[n_texts, 2, d_model]`` (float32): both
     tokenizations end there, so the pair is always aligned (a prompt that ends at ``Assistant:`` gives the response
     position). Each model reads its tokenizer's BOS first."""
-    texts = non_empty("texts", texts)
-    if not all(isinstance(text, str) and text for text in texts):
-        raise ValueError("texts must be non-empty strings")
-    for name, value in (("models", models), ("tokenizers", tokenizers), ("hook_points", hook_points)):
-        if len(non_empty(name, value)) != 2:
-            raise ValueError(f"{name} must hold one entry per model of the pair (2), got {len(value)}")
+    texts = non_empty_strings("texts", texts)
+    _check_one_per_model(models, tokenizers, hook_points)
     per_model = []
     for model, tokenizer, hook_point in zip(models, tokenizers, hook_points):
         check_hook_point(model, hook_point)

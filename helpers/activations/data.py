@@ -3,10 +3,9 @@
 - ``ToyTokenSource``: the toy pair's corpus, stdlib source text and chat dialogues mixed 50/50 (as the
   replication mixed the Pile with LmSys-Chat).
 - ``prompts_by_length``: prompts tokenised and grouped into unpadded equal-length batches.
-- ``HFTokenSource``: a Hugging Face dataset, either pre-tokenised (an ``input_ids`` column, like the
-  replication's ``ckkissane/pile-lmsys-mix-1m-tokenized-gemma-2``) or text / chat (tokenised and packed),
+- ``hub_data.HFTokenSource`` (its own module): a Hugging Face dataset, either pre-tokenised (an ``input_ids`` column,
+  like the replication's ``ckkissane/pile-lmsys-mix-1m-tokenized-gemma-2``) or text / chat (tokenised and packed),
   streaming where the dataset allows.
-
 - ``MixedTokenSource``: a text source and a chat source interleaved in a fixed proportion.
 - ``TokenShard``: one data-parallel rank's disjoint share of any of them.
 
@@ -17,7 +16,7 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -169,139 +168,10 @@ class ToyTokenSource:
         self._plan = self._epoch_plan(self.epoch)
 
 
-class HFTokenSource:
-    """Rows from a Hugging Face dataset: pre-tokenised ``input_ids`` or a text / chat column.
-
-    Args:
-        path, name, split, data_files: passed to ``datasets.load_dataset``.
-        tokenizer: used for text and chat columns (and for its BOS id).
-        seq_len: tokens per row, BOS included.
-        column: ``input_ids`` (pre-tokenised rows, truncated to ``seq_len``; every id must be in the
-            tokenizer's vocabulary), a text column, or a chat column holding a list of ``{"role", "content"}``
-            messages, rendered with ``chat_tokenizer``'s chat template when it has one (the chat model's own,
-            as it was fine-tuned on), else with the plain ``format_chat`` template.
-        streaming: stream instead of downloading the whole dataset.
-        skip_bad_rows: a row that is empty, ``None``, or a malformed conversation (a message without a role or
-            content, a message that is no mapping) raises ``DataRowError`` naming its index and column; with
-            ``True`` it is skipped instead, the count printed (``skipped_rows`` holds it). A packed row of only
-            special tokens is never served.
-    """
-
-    def __init__(self, path: str, tokenizer, seq_len: int = 1024, column: str = "input_ids", split: str = "train",
-                 name: str | None = None, data_files=None, streaming: bool = True, chat_tokenizer=None,
-                 skip_bad_rows: bool = False):
-        if not isinstance(path, str) or not path:
-            raise ValueError(f"path must be a dataset id or folder, got {path!r}")
-        if not isinstance(column, str) or not column:
-            raise ValueError(f"column must be a column name, got {column!r}")
-        if not isinstance(skip_bad_rows, bool):
-            raise TypeError(f"skip_bad_rows must be True or False, got {skip_bad_rows!r}")
-        self.args = dict(path=path, name=name, split=split, data_files=data_files, streaming=streaming)
-        self.tokenizer, self.seq_len, self.column = tokenizer, positive_int("seq_len", seq_len, minimum=2), column
-        self.chat_tokenizer = chat_tokenizer if getattr(chat_tokenizer, "chat_template", None) else None
-        self.skip_bad_rows, self.skipped_rows = skip_bad_rows, 0
-        self.position = 0
-        self._rows = self._row_iterator()
-
-    def _row_iterator(self) -> Iterator[list[int]]:
-        import datasets
-
-        try:  # datasets itself raises a bare StopIteration on an empty file
-            dataset = datasets.load_dataset(**{k: v for k, v in self.args.items() if v is not None})
-            rows = iter(dataset)
-            first_row = next(rows, None)
-        except StopIteration:
-            first_row = None
-        if first_row is None:
-            raise SourceExhaustedError(f"dataset {self.args['path']!r} ({self.args['split']}) is empty")
-        if self.column not in first_row:
-            raise ValueError(f"dataset {self.args['path']!r} has no column {self.column!r}; its columns are "
-                             f"{sorted(first_row)}")
-        examples = (row[self.column] for row in itertools.chain([first_row], rows))
-        first = first_row[self.column]
-        bos = self.tokenizer.bos_token_id
-        special = frozenset(self.tokenizer.all_special_ids)
-        if isinstance(first, list) and (not first or isinstance(first[0], int)):
-            if first and max(first) >= len(self.tokenizer):
-                raise ValueError(f"dataset {self.args['path']!r} holds token id {max(first)}, beyond the pair's "
-                                 f"vocabulary of {len(self.tokenizer)}: it was tokenised with another tokenizer")
-            ids = self._checked(examples, self._ids_problem)
-            rows_ = (row[: self.seq_len] if row[0] == bos else [bos, *row[: self.seq_len - 1]]
-                     for row in ids if len(row) >= self.seq_len)
-            return (row for row in rows_ if not special.issuperset(row[1:]))
-        if isinstance(first, list):
-            examples = (self.render_chat(messages) for messages in self._checked(examples, chat_problem))
-        elif isinstance(first, str) or first is None:
-            examples = self._checked(examples, self._text_problem)
-        else:
-            raise ValueError(f"column {self.column!r} holds {type(first).__name__}; expected token ids, text or chat")
-        eos = self.tokenizer.eos_token_id
-        token_lists = (self.tokenizer(text, add_special_tokens=False)["input_ids"] + [eos] for text in examples)
-        return pack(token_lists, self.seq_len, bos, special)
-
-    @staticmethod
-    def _text_problem(text: Any) -> str | None:
-        if not isinstance(text, str):
-            return f"the text is {text!r:.80}, not a string"
-        return None if text.strip() else "the text is empty"
-
-    def _ids_problem(self, ids: Any) -> str | None:
-        if not isinstance(ids, list) or not ids or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-            return f"the row is {ids!r:.80}, not a non-empty list of token ids"
-        if min(ids) < 0 or max(ids) >= len(self.tokenizer):
-            return f"token id {max(ids) if max(ids) >= len(self.tokenizer) else min(ids)} is outside the pair's " \
-                   f"vocabulary of {len(self.tokenizer)}"
-        return None
-
-    def _checked(self, examples: Iterator[Any], problem_of: Callable[[Any], str | None]) -> Iterator[Any]:
-        """The usable examples; a bad one raises ``DataRowError`` with its index, or is skipped and counted."""
-        for index, example in enumerate(examples):
-            problem = problem_of(example)
-            if problem is None:
-                yield example
-                continue
-            where = f"dataset {self.args['path']!r}, column {self.column!r}, row {index}"
-            if not self.skip_bad_rows:
-                raise DataRowError(f"{where}: {problem}. Fix the data, or pass skip_bad_rows=True (in a registered "
-                                   f"pair's data: {{..., skip_bad_rows: true}}) to skip such rows")
-            self.skipped_rows += 1
-            if self.skipped_rows & (self.skipped_rows - 1) == 0:  # 1, 2, 4, 8, ...: a count that never floods
-                print(f"skipped {self.skipped_rows} bad row(s) of dataset {self.args['path']!r} so far "
-                      f"(latest: row {index}: {problem})")
-
-    def render_chat(self, messages: Sequence[dict]) -> str:
-        """A conversation as text: the chat model's template (its leading BOS left to ``pack``), or ``format_chat``."""
-        if self.chat_tokenizer is None:
-            return format_chat(messages)
-        text = self.chat_tokenizer.apply_chat_template(list(messages), tokenize=False)
-        bos = self.chat_tokenizer.bos_token
-        return text[len(bos):] if bos and text.startswith(bos) else text
-
-    def fingerprint(self) -> dict:
-        return {"kind": "hub", **{k: v for k, v in self.args.items() if k != "streaming"}, "column": self.column,
-                "seq_len": self.seq_len, "chat_template": self.chat_tokenizer is not None}
-
-    def next_batch(self, batch_size: int) -> torch.Tensor:
-        positive_int("batch_size", batch_size)
-        rows = list(itertools.islice(self._rows, batch_size))
-        if len(rows) < batch_size:
-            raise SourceExhaustedError(
-                f"dataset {self.args['path']!r} is exhausted after {self.position + len(rows)} rows")
-        self.position += batch_size
-        return torch.tensor(rows, dtype=torch.long)
-
-    def state_dict(self) -> dict:
-        return {"position": self.position}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Skip to ``state["position"]`` rows from the start (re-reads the stream up to there)."""
-        self._rows = self._row_iterator()
-        self.position = 0
-        skip = int(state["position"])
-        consumed = sum(1 for _ in itertools.islice(self._rows, skip))
-        if consumed < skip:
-            raise ValueError(f"cannot resume at row {skip}: the dataset has only {consumed} rows")
-        self.position = skip
+def is_chat_row(row: int, chat_fraction: float) -> bool:
+    """Whether row ``row`` of an even mix with ``chat_fraction`` chat rows is a chat row:
+    ``floor((row + 1) f) > floor(row f)``."""
+    return int((row + 1) * chat_fraction) > int(row * chat_fraction)
 
 
 class MixedTokenSource:
@@ -315,7 +185,7 @@ class MixedTokenSource:
         self.rows = 0
 
     def _is_chat(self, row: int) -> bool:
-        return int((row + 1) * self.chat_fraction) > int(row * self.chat_fraction)
+        return is_chat_row(row, self.chat_fraction)
 
     def fingerprint(self) -> dict:
         return {"kind": "mix", "chat_fraction": self.chat_fraction, "text": source_fingerprint(self.text),

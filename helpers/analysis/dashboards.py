@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +40,7 @@ class Example:
     focus: int
     row: int
     position: int
+    other: dict | None = None  # a pair with separate tokenizers: {"model", "tokens", "focus"}, the other model's view
 
 
 @dataclass
@@ -103,8 +104,9 @@ def logit_effects(pair: ModelPair, crosscoder: CrossCoder, latent: int, n: int =
         effects.append({
             "model": role,
             "name": name,
-            "boosted": list(zip(token_strings(pair.tokenizer, top.indices.tolist()), top.values.tolist())),
-            "suppressed": list(zip(token_strings(pair.tokenizer, bottom.indices.tolist()), (-bottom.values).tolist())),
+            "boosted": list(zip(token_strings(pair.tokenizer_of(m), top.indices.tolist()), top.values.tolist())),
+            "suppressed": list(zip(token_strings(pair.tokenizer_of(m), bottom.indices.tolist()),
+                                   (-bottom.values).tolist())),
         })
     return effects
 
@@ -128,6 +130,9 @@ def gather_dashboards(pair: ModelPair, crosscoder: CrossCoder, token_batches: It
     ``table``: a ``latent_table`` whose row for each latent goes into the panel. ``context``: tokens
     shown before and after an example's focus token. Returns one ``LatentDashboard`` per latent, in order.
     """
+    if isinstance(pair, ModelPair) and pair.separate_tokenizers:
+        raise ValueError(f"{pair.name} has separate tokenizers, so no one token stream feeds both models: use "
+                         "gather_aligned_dashboards(pair, crosscoder, texts, latents), which shows each model's tokens")
     ids = check_latent_ids(crosscoder, latents)
     fired_latent, fired_position, fired_value, token_rows = [], [], [], []
     batches = scan_latents(pair, crosscoder, token_batches, ids.tolist())
@@ -140,12 +145,26 @@ def gather_dashboards(pair: ModelPair, crosscoder: CrossCoder, token_batches: It
     if not token_rows:
         raise ValueError("gather_dashboards got no token batches")
     all_tokens = torch.cat(token_rows)
-    latent_rows, positions, values = torch.cat(fired_latent), torch.cat(fired_position), torch.cat(fired_value)
+    n_tokens = all_tokens.shape[0] * (all_tokens.shape[1] - 1)  # BOS excluded
+    return dashboards_from_firings(pair, crosscoder, ids, all_tokens, torch.cat(fired_latent),
+                                   torch.cat(fired_position), torch.cat(fired_value), n_tokens, table, n_top,
+                                   per_band, context, n_logits, n_bins, seed)
+
+
+def dashboards_from_firings(pair: ModelPair, crosscoder: CrossCoder, ids: torch.Tensor, all_tokens: torch.Tensor,
+                            latent_rows: torch.Tensor, positions: torch.Tensor, values: torch.Tensor, n_tokens: int,
+                            table, n_top: int, per_band: int, context: tuple[int, int], n_logits: int, n_bins: int,
+                            seed: int, finish_example: Callable[[Example], None] | None = None
+                            ) -> list[LatentDashboard]:
+    """The panels of latents ``ids`` from every firing: ``latent_rows[i]`` (an index into ``ids``) fired
+    ``values[i]`` at the flat position ``positions[i]`` (``row * seq + position``) of token rows ``all_tokens``
+    ``[rows, seq]`` (model 0's tokens); ``n_tokens``: the positions scanned.
+    ``finish_example(example)``: called on each example before it is kept (for a pair with separate tokenizers,
+    to add the other model's view, ``Example.other``)."""
     if not torch.isfinite(values).all():
         broken = sorted({ids[int(r)].item() for r in latent_rows[~torch.isfinite(values)].tolist()})
         raise ValueError(f"latents {broken} have NaN or infinite activations on these tokens; check the models' "
                          "activations and the crosscoder's weights (a dashboard of them would be blank)")
-    n_tokens = all_tokens.shape[0] * (all_tokens.shape[1] - 1)  # BOS excluded
     generator = torch.Generator().manual_seed(seed)
     dashboards = []
     for row_index, latent in enumerate(ids.tolist()):
@@ -153,12 +172,12 @@ def gather_dashboards(pair: ModelPair, crosscoder: CrossCoder, token_batches: It
         my_positions, my_values = positions[mine], values[mine]
         dashboards.append(_latent_dashboard(
             pair, crosscoder, latent, all_tokens, my_positions, my_values, n_tokens, n_top, per_band, context,
-            n_logits, n_bins, generator, None if table is None else table.loc[latent].to_dict()))
+            n_logits, n_bins, generator, None if table is None else table.loc[latent].to_dict(), finish_example))
     return dashboards
 
 
 def _latent_dashboard(pair, crosscoder, latent, tokens, positions, values, n_tokens, n_top, per_band, context,
-                      n_logits, n_bins, generator, info) -> LatentDashboard:
+                      n_logits, n_bins, generator, info, finish_example) -> LatentDashboard:
     seq_len = tokens.shape[1]
     max_activation = float(values.max()) if values.numel() else 0.0
     chosen: list[tuple[str, torch.Tensor]] = [("top", values.topk(min(n_top, values.numel())).indices)]
@@ -177,7 +196,10 @@ def _latent_dashboard(pair, crosscoder, latent, tokens, positions, values, n_tok
         result = []
         for flat in positions[picks].tolist():
             row, position = divmod(flat, seq_len)
-            result.append(_window(tokens, dense[row_slot[row]], row, position, context, pair.tokenizer))
+            example = _window(tokens, dense[row_slot[row]], row, position, context, pair.tokenizer_of(0))
+            if finish_example is not None:
+                finish_example(example)
+            result.append(example)
         return result
 
     counts, edges = torch.histogram(values, bins=n_bins, range=(0.0, max(max_activation, 1e-6)))
@@ -192,7 +214,8 @@ def _latent_dashboard(pair, crosscoder, latent, tokens, positions, values, n_tok
 
 def _as_json(dashboards: Sequence[LatentDashboard], title: str, meta: dict) -> str:
     def example(e: Example) -> dict:
-        return {"tokens": e.tokens, "acts": e.activations, "focus": e.focus, "row": e.row, "position": e.position}
+        shown = {"tokens": e.tokens, "acts": e.activations, "focus": e.focus, "row": e.row, "position": e.position}
+        return shown if e.other is None else {**shown, "other": e.other}
 
     def clean(value):
         """NaN and infinity are not JSON (a page holding them stays blank): they become null."""

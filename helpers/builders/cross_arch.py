@@ -32,9 +32,8 @@ from ..activations.models import load_model_pair
 from ..crosscoder.checkpoints import save
 from ..registry import get_release
 from ..toy import corpus as toy_corpus
-from ..toy.corpus import paired_texts
 from ..toy.shipped import PACKAGED_CROSS_ARCH
-from ..training.recipes import crosscoder_for_site
+from ..training.recipes import crosscoder_for_site, texts_for
 from ..training.trainer import TrainConfig, Trainer
 from .rehearsal_llama import LLAMA_RECIPE, finish_llama_build, train_llama_base
 from .toy_pair import ToyRecipe, _fine_tune_chat
@@ -58,7 +57,7 @@ def build_cross_arch_release(out_dir: str | Path | None = None) -> Path:
     release = get_release("toy-vs-llama-dfc")
     torch.manual_seed(0)
     pair = load_model_pair(release.pair, hook_point=release.hook_point)
-    source = AlignedHarvestingSource(pair.models, pair.tokenizers, paired_texts(), [pair.hook_point] * 2)
+    source = AlignedHarvestingSource(pair.models, pair.tokenizers, texts_for(pair), [pair.hook_point] * 2)
     crosscoder = crosscoder_for_site(list(pair.names), pair.hook_point, source, 50_000, **DFC_CONFIG)
     buffer = ShufflingBuffer(source, buffer_tokens=131_072, seed=0)
     history = Trainer(crosscoder, buffer, TrainConfig(**DFC_TRAINING)).train()

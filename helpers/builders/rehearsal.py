@@ -138,7 +138,8 @@ def write_own_pair(home: Path) -> dict[str, float]:
     """The own pair (``helpers.builders.rehearsal_llama``'s shipped models), its text and chat datasets,
     and its crosscoder, trained here on that data through the public API (the snapshots as local folders);
     returns the crosscoder's record (``expected``: final L0 and explained variance per model)."""
-    from ..activations.data import HFTokenSource, MixedTokenSource
+    from ..activations.data import MixedTokenSource
+    from ..activations.hub_data import HFTokenSource
     from ..activations.models import load_model_pair
     from ..crosscoder.checkpoints import save
     from ..training.recipes import make_buffer, new_crosscoder

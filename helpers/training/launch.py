@@ -12,7 +12,9 @@
         -m helpers.training.launch train --pair gemma-2-2b --cache /shared/cache/gemma-l14 --out /shared/runs/g-bt
 
 Without ``--cache`` every rank loads the pair and harvests its own disjoint share of the token stream
-(``helpers.activations.data.TokenShard``). The defaults of every knob are the pair's ``settings`` in the registry.
+(``helpers.activations.data.TokenShard``). A pair with separate tokenizers (``tokenizers: separate``) reads
+``--texts`` documents of its data instead (``recipes.texts_for``; each rank every world-size-th), each model with its
+own tokenizer, paired where the tokenizations line up (``helpers.activations.alignment``). The defaults of every knob are the pair's ``settings`` in the registry.
 ``--resume`` continues the run in ``--out`` (at the world size it was started with).
 """
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..activations.alignment import AlignedHarvestingSource
 from ..activations.buffer import (
     DiskCacheError,
     DiskCacheSource,
@@ -31,27 +34,38 @@ from ..activations.buffer import (
     write_disk_cache,
 )
 from ..activations.data import TokenShard
-from ..activations.models import load_model_pair, resolve_model_name
+from ..activations.models import ModelPair, load_model_pair, resolve_model_name
 from ..distributed import end_rank, init_from_env, is_main_process, rank_and_world
 from ..registry import Pair, get_pair
-from .recipes import crosscoder_for_site, make_buffer, token_source_for
+from .recipes import crosscoder_for_site, texts_for, token_source_for
 from .run_folder import check_free, latest_checkpoint
 from .trainer import TrainConfig, Trainer
 
 TRAIN_KNOBS = ("d_hidden", "num_tokens", "batch_size", "lr", "l1_coeff", "buffer_tokens", "seq_len", "model_batch")
 
 
-def rank_buffer(pair_name: str, settings: dict, cache: str | None, device) -> ShufflingBuffer:
-    """This rank's shuffling buffer over its shard of the disk cache ``cache``, or else of the pair's token
-    stream, harvested on ``device``. Each rank shuffles with its own seed (its rank)."""
+def pair_source(pair: ModelPair, settings: dict, n_texts: int | None = None, rank: int = 0, world: int = 1):
+    """The activation source of a loaded pair for this rank: its token stream's shard harvested, or for a pair
+    with separate tokenizers its ``texts_for`` documents (every ``world``-th from ``rank``) read by each model with
+    its own tokenizer and paired where the tokenizations line up."""
+    if pair.separate_tokenizers:
+        return AlignedHarvestingSource(pair.models, pair.tokenizers, texts_for(pair, n_texts)[rank::world],
+                                       [pair.hook_point] * 2, texts_per_batch=settings["model_batch"])
+    tokens = TokenShard(token_source_for(pair, settings["seq_len"]), rank, world)
+    return HarvestingSource(pair.models, tokens, pair.hook_point, model_batch_size=settings["model_batch"])
+
+
+def rank_buffer(pair_name: str, settings: dict, cache: str | None, device, n_texts: int | None = None
+                ) -> ShufflingBuffer:
+    """This rank's shuffling buffer over its shard of the disk cache ``cache``, or else of the pair's
+    activations harvested on ``device`` (``pair_source``). Each rank shuffles with its own seed (its rank)."""
     rank, world = rank_and_world()
     if cache is not None:
-        return ShufflingBuffer(DiskCacheSource(cache, shard=(rank, world)), buffer_tokens=settings["buffer_tokens"],
-                               storage_dtype=settings["storage_dtype"], seed=rank)
-    pair = load_model_pair(pair_name, device=device)
-    tokens = TokenShard(token_source_for(pair, settings["seq_len"]), rank, world)
-    return make_buffer(pair, tokens, settings["buffer_tokens"], settings["storage_dtype"], settings["model_batch"],
-                       seed=rank)
+        source = DiskCacheSource(cache, shard=(rank, world))
+    else:
+        source = pair_source(load_model_pair(pair_name, device=device), settings, n_texts, rank, world)
+    return ShufflingBuffer(source, buffer_tokens=settings["buffer_tokens"], storage_dtype=settings["storage_dtype"],
+                           seed=rank)
 
 
 def check_cache_for_pair(cache: DiskCacheSource, profile: Pair) -> None:
@@ -71,7 +85,7 @@ def check_cache_for_pair(cache: DiskCacheSource, profile: Pair) -> None:
 def check_before_work(args: argparse.Namespace) -> None:
     """Everything the command line can check before loading a model or reading data: the numbers, the output
     folder (a new run refuses one that holds another run; ``--resume`` needs a checkpoint there), the cache."""
-    for knob in (*TRAIN_KNOBS, "k", "k_start", "scale_tokens", "checkpoint_every", "tokens"):
+    for knob in (*TRAIN_KNOBS, "k", "k_start", "scale_tokens", "checkpoint_every", "tokens", "texts"):
         value = getattr(args, knob, None)
         if value is not None and not isinstance(value, str) and not value > 0:
             raise SystemExit(f"--{knob.replace('_', '-')} must be positive, got {value}")
@@ -92,7 +106,7 @@ def train(args: argparse.Namespace) -> Path | None:
     profile = get_pair(args.pair)
     settings = profile.settings_with(**{k: v for k in TRAIN_KNOBS if (v := getattr(args, k)) is not None})
     check_before_work(args)
-    buffer = rank_buffer(args.pair, settings, args.cache, device)
+    buffer = rank_buffer(args.pair, settings, args.cache, device, args.texts)
     if args.resume:
         trainer = Trainer.resume(args.out, buffer, device)
     else:
@@ -118,10 +132,8 @@ def cache(args: argparse.Namespace) -> Path:
         raise SystemExit("write the cache with one process (python -m helpers.training.launch cache ...), not torchrun")
     check_before_work(args)
     pair = load_model_pair(args.pair, device=device)
-    settings = pair.profile.settings_with()
-    source = HarvestingSource(pair.models, token_source_for(pair, settings["seq_len"]), pair.hook_point,
-                              model_batch_size=settings["model_batch"])
-    folder = write_disk_cache(source, args.out, args.tokens, storage_dtype=args.storage_dtype)
+    folder = write_disk_cache(pair_source(pair, pair.profile.settings_with(), args.texts), args.out, args.tokens,
+                              storage_dtype=args.storage_dtype)
     print(f"activation cache: {folder}")
     return folder
 
@@ -134,6 +146,8 @@ def main(argv: list[str] | None = None) -> None:
     to_cache.add_argument("--tokens", type=int, required=True, help="activations to cache")
     to_cache.add_argument("--out", type=Path, required=True, help="cache folder (a shared disk for several nodes)")
     to_cache.add_argument("--storage-dtype", default="bfloat16")
+    texts_help = "documents to read, for a pair with separate tokenizers (default: the toy's 3,348, or 100,000)"
+    to_cache.add_argument("--texts", type=int, default=None, help=texts_help)
     to_train = commands.add_parser("train", help="train a crosscoder; under torchrun, data-parallel")
     to_train.add_argument("--pair", required=True, help="a registered pair (helpers.list_pairs())")
     to_train.add_argument("--out", type=Path, required=True, help="run folder for checkpoints")
@@ -145,6 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     to_train.add_argument("--checkpoint-every", type=int, default=None)
     to_train.add_argument("--wandb-project", default=None, help="log to Weights & Biases (rank 0)")
     to_train.add_argument("--resume", action="store_true", help="continue the run in --out")
+    to_train.add_argument("--texts", type=int, default=None, help=texts_help)
     for knob in TRAIN_KNOBS:
         kind = float if knob in ("lr", "l1_coeff") else int
         to_train.add_argument(f"--{knob.replace('_', '-')}", dest=knob, type=kind, default=None,

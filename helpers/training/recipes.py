@@ -14,12 +14,14 @@ from pathlib import Path
 import torch
 
 from ..activations.buffer import ActivationSource, HarvestingSource, ShufflingBuffer, scale_factors_of
-from ..activations.data import HFTokenSource, MixedTokenSource, ToyTokenSource
+from ..activations.data import MixedTokenSource, ToyTokenSource, is_chat_row
+from ..activations.hub_data import HFTokenSource
 from ..activations.models import ModelPair, ModelPairError, check_same_tokenizer, load_model_pair, resolve_model_name
 from ..crosscoder.checkpoints import save
 from ..crosscoder.model import CrossCoder, CrossCoderConfig
 from ..registry import get_release
-from ..validation import instance, positive_int
+from ..toy.corpus import paired_texts
+from ..validation import instance, positive_int, real
 from .trainer import TrainConfig, Trainer
 
 TOY_RELEASE_TRAINING = dict(num_tokens=1_228_800, batch_size=2048, lr=2e-3, l1_coeff=2.0, log_every=20)
@@ -103,7 +105,7 @@ def token_source_for(pair: ModelPair, seq_len: int, seed: int = 0):
                              "them on text with helpers.activations.alignment.AlignedHarvestingSource")
     if pair.profile is None:
         raise ValueError(f"{pair.name} is not a registered pair, so it names no data; build a token source "
-                         "yourself (helpers.activations.data.HFTokenSource) or register the pair with data=...")
+                         "yourself (helpers.activations.hub_data.HFTokenSource) or register the pair with data=...")
     data = dict(pair.profile.data)
     kind = data.get("kind", "none")
     if kind == "toy":
@@ -130,6 +132,39 @@ def token_source_for(pair: ModelPair, seq_len: int, seed: int = 0):
     if sources:
         return next(iter(sources.values()))
     raise ValueError(f"pair {pair.name!r}: its hub data names no dataset ({pair.profile.data})")
+
+
+def texts_for(pair: ModelPair, n_texts: int | None = None) -> list[str]:
+    """The documents a registered pair with separate tokenizers reads (each model with its own tokenizer; see
+    ``helpers.activations.alignment``): its profile's ``data``, as ``token_source_for`` reads it, untokenised.
+
+    ``{kind: toy}``: the toy corpus's ``paired_texts`` (the first ``n_texts``, or all 3,348). ``{kind: hub, ...}``:
+    the first ``n_texts`` (default 100,000) documents of its text and chat datasets, mixed ``1 - chat_fraction`` :
+    ``chat_fraction`` (a conversation rendered with the chat model's template); a pre-tokenised dataset cannot serve.
+    """
+    instance("pair", pair, ModelPair)
+    if n_texts is not None:
+        positive_int("n_texts", n_texts)
+    if not pair.separate_tokenizers:
+        raise ModelPairError(f"{pair.name} shares one tokenizer: its models read one token stream, "
+                             "token_source_for(pair, seq_len)")
+    data = dict(pair.profile.data) if pair.profile is not None else {"kind": "none"}
+    if data.get("kind") == "toy":
+        return paired_texts()[:n_texts]
+    parts = {part: spec for part, spec in (_hub_sources(data) if data.get("kind") == "hub" else {}).items()
+             if part != "tokenized"}
+    if not ("text" in parts or "chat" in parts):
+        raise ValueError(f"pair {pair.name!r} names no text to read ({data}): a pair with separate tokenizers "
+                         "needs data={'kind': 'hub', 'text': {'path': ..., 'column': ...}} (and/or 'chat'), or "
+                         "{'kind': 'toy'}")
+    n_texts = n_texts or 100_000
+    both = len(parts) == 2
+    fraction = real("chat_fraction", data.get("chat_fraction", 0.5), 0, 1) if both else float("chat" in parts)
+    is_chat = [is_chat_row(row, fraction) for row in range(n_texts)]
+    documents = {part: iter(HFTokenSource(tokenizer=pair.tokenizer_of(0), chat_tokenizer=pair.tokenizer_of(1),
+                                          **parts[part]).documents(count))
+                 for part, count in (("chat", sum(is_chat)), ("text", n_texts - sum(is_chat))) if count}
+    return [text for flag in is_chat if (text := next(documents["chat" if flag else "text"], None)) is not None]
 
 
 def make_buffer(pair: ModelPair, token_source, buffer_tokens: int, storage_dtype: str = "float32",
