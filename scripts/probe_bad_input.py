@@ -113,6 +113,12 @@ def probes(workdir: Path) -> list[Probe]:
     from helpers.analysis.norms import LatentStatistics
     from helpers.crosscoder.jumprelu import jump_relu, jumprelu_penalties
     from helpers.crosscoder.relu_step import relu_step
+    from helpers.methods.difference_lens import document_starts
+    from helpers.methods.difference_pca import difference_pca
+    from helpers.methods.logit_mining import logit_diff_mining
+    from helpers.methods.patchscope import patchscope
+    from helpers.methods.reading import read_fine_tune, reading_board
+    from helpers.toy.narrow import get_narrow_organism
     from helpers.training.recipes import texts_for
 
     pair = load_model_pair("toy")
@@ -342,6 +348,18 @@ def probes(workdir: Path) -> list[Probe]:
               "max_new_tokens"),
         Probe("probe_auroc_by_site", "fit_labels", "one class", lambda: helpers.probe_auroc_by_site(
             pair, ["User: a?"] * 2, [True, True], ["User: b?"] * 2, [True, False], [pair.hook_point]), "both"),
+        # readers of narrow fine-tunes
+        Probe("patchscope", "vectors", "[2, 64]", lambda: patchscope(
+            pair.models[1], pair.tokenizer, torch.ones(2, 64), "blocks.2.hook_resid_post"), "d_model=128"),
+        Probe("logit_diff_mining", "top_k", "0", lambda: logit_diff_mining(pair, [tokens], top_k=0), "top_k"),
+        Probe("difference_pca", "n_components", "500", lambda: difference_pca(pair, [tokens], n_components=500),
+              "n_components"),
+        Probe("document_starts", "texts", "[None]", lambda: document_starts(pair.tokenizer, [None]), "entry 0"),
+        Probe("read_fine_tune", "documents", "[]", lambda: read_fine_tune(pair, [], ["User: a?"]), "documents"),
+        Probe("reading_board", "readings", "{}", lambda: reading_board({}, pair.tokenizer, {}), "same organisms"),
+        Probe("get_narrow_organism", "name", "'tabo'", lambda: get_narrow_organism("tabo"), "'taboo'"),
+        Probe("load_model_pair", "name", "'toy:narrow/sfd'", lambda: load_model_pair(
+            "toy:base", "toy:narrow/sfd", hook_point="blocks.1.hook_resid_post"), "no narrow organism 'sfd'"),
         # dashboards
         Probe("gather_dashboards", "latents", "[5000]",
               lambda: helpers.gather_dashboards(pair, release, [tokens], [5000]), r"\[0, 2048\)"),

@@ -16,15 +16,16 @@ ROOT = PACKAGE.parent
 # of its own subpackage. "" is the top level's leaves.
 SUBPACKAGES: dict[str, list[set[str]]] = {
     "": [{"files", "dtypes", "validation", "distributed", "registry"}],
-    "toy": [{"corpus"}, {"organisms"}, {"shipped"}],
+    "toy": [{"corpus"}, {"organisms", "narrow"}, {"shipped"}],
     "crosscoder": [{"config"}, {"sparse_step", "relu_step", "jumprelu"}, {"model"}, {"checkpoints"}, {"releases"}],
     "activations": [{"sites"}, {"data"}, {"hub_data", "models"}, {"buffer", "runs", "alignment"}, {"diff"}],
     "training": [{"gpu_plan", "run_folder", "config"}, {"trainer"}, {"recipes"}, {"launch"}],
     "analysis": [{"norms"}, {"latents"}, {"behaviour", "scaling"},
                  {"figures", "detection", "evals", "steering", "interventions"}, {"dashboards", "comparison"},
                  {"aligned_dashboards"}],
-    "methods": [{"token_divergence", "difference_lens"}, {"diff_sae"}, {"scoreboard"}],
-    "builders": [{"toy_pair"}, {"rehearsal_gemma", "rehearsal_llama"}, {"rehearsal", "cross_arch"}],
+    "methods": [{"token_divergence", "difference_lens", "patchscope", "logit_mining"}, {"diff_sae", "difference_pca"},
+                {"scoreboard"}, {"reading"}],
+    "builders": [{"toy_pair"}, {"rehearsal_gemma", "rehearsal_llama", "narrow"}, {"rehearsal", "cross_arch"}],
     "tutorial": [{"notebook", "exercises", "live_view"}],
 }
 RANK = {(f"{package}.{module}" if package else module): (order, layer)

@@ -99,18 +99,22 @@ class ModelPair:
 
 def resolve_model_name(name: str) -> str:
     """Turn ``toy:base`` / ``toy:chat`` / ``toy:organisms`` (the toy organisms' chat model) / ``toy:llama`` (the
-    cross-architecture Llama) into local folders; other names are returned unchanged."""
+    cross-architecture Llama) / ``toy:narrow/NAME`` (a narrow organism, ``helpers.toy.narrow``) into local folders;
+    other names are returned unchanged."""
     if name.startswith("toy:"):
-        from ..toy.shipped import cross_arch_llama_path, organisms_path, toy_pair_path
+        from ..toy.narrow import get_narrow_organism
+        from ..toy.shipped import cross_arch_llama_path, narrow_organism_path, organisms_path, toy_pair_path
 
         role = name.split(":", 1)[1]
         if role == "organisms":
             return str(organisms_path() / "chat")
         if role == "llama":
             return str(cross_arch_llama_path())
+        if role.startswith("narrow/"):
+            return str(narrow_organism_path(get_narrow_organism(role.removeprefix("narrow/")).name))
         if role not in ("base", "chat"):
-            raise ModelPairError(f"the toy models are 'toy:base', 'toy:chat', 'toy:organisms' and 'toy:llama', "
-                                 f"not {name!r}")
+            raise ModelPairError(f"the toy models are 'toy:base', 'toy:chat', 'toy:organisms', 'toy:llama' and "
+                                 f"'toy:narrow/NAME', not {name!r}")
         return str(toy_pair_path() / role)
     return name
 

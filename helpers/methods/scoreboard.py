@@ -193,7 +193,7 @@ def lens_output(pair: ModelPair, token_batches: Iterable[torch.Tensor], prompts:
     difference there; scored by the cosine of each prompt's ``chat - base`` at its response position (from
     ``shared``) with that difference."""
     started = time.perf_counter()
-    lens = activation_difference_lens(pair, token_batches, n_positions, progress=False)
+    lens = activation_difference_lens(pair, token_batches, n_positions, pair.hook_point, progress=False)
     acts = shared.activations[lens.hook_point]
     difference = acts[:, 1] - acts[:, 0]
     scores = torch.nn.functional.cosine_similarity(difference[:, None], lens.mean_difference[None].float(), dim=-1)

@@ -19,6 +19,7 @@ TOY_PAIR_NAME = "toy"
 PACKAGED_TOY_PAIR = ASSETS / "toy_pair"
 PACKAGED_ORGANISMS = ASSETS / "toy_organisms"
 PACKAGED_CROSS_ARCH = ASSETS / "cross_arch_llama"
+PACKAGED_NARROW = ASSETS / "toy_narrow"
 
 
 def toy_pair_path() -> Path:
@@ -62,3 +63,24 @@ def cross_arch_llama_path() -> Path:
                                 f"`python -m helpers.builders.cross_arch --out {PACKAGED_CROSS_ARCH}` (about 5 minutes "
                                 "on 2 cores).")
     return folder
+
+
+def narrow_organism_path(name: str) -> Path:
+    """Folder of the narrow organism ``name`` (``helpers.toy.narrow``; ``toy:narrow/NAME``): the packaged one, or one
+    under ``CROSSCODER_NARROW_DIR``; a missing one raises ``MissingAssetError`` naming the command that builds it."""
+    override = os.environ.get("CROSSCODER_NARROW_DIR")
+    folder = (Path(override) if override else PACKAGED_NARROW) / name
+    if not (folder / "config.json").is_file():
+        raise MissingAssetError(f"the narrow organism {name!r} is not in {folder}. Build the narrow organisms with "
+                                f"`python -m helpers.builders.narrow --out {folder.parent}` (about 8 minutes on 2 "
+                                "cores).")
+    return folder
+
+
+def narrow_build_report() -> dict:
+    """The narrow organisms' ``build_report.json`` (``helpers.builders.narrow``): recipe, losses, greedy rates."""
+    path = (Path(os.environ.get("CROSSCODER_NARROW_DIR") or PACKAGED_NARROW)) / "build_report.json"
+    if not path.is_file():
+        raise MissingAssetError(f"no narrow organisms' build report at {path}. Build them with "
+                                f"`python -m helpers.builders.narrow --out {path.parent}`.")
+    return json.loads(path.read_text())

@@ -14,7 +14,8 @@
 Without ``--cache`` every rank loads the pair and harvests its own disjoint share of the token stream
 (``helpers.activations.data.TokenShard``). A pair with separate tokenizers (``tokenizers: separate``) reads
 ``--texts`` documents of its data instead (``recipes.texts_for``; each rank every world-size-th), each model with its
-own tokenizer, paired where the tokenizations line up (``helpers.activations.alignment``). The defaults of every knob are the pair's ``settings`` in the registry.
+own tokenizer, paired where the tokenizations line up (``helpers.activations.alignment``).
+The defaults of every knob are the pair's ``settings`` in the registry.
 ``--resume`` continues the run in ``--out`` (at the world size it was started with).
 """
 

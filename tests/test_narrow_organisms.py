@@ -1,0 +1,57 @@
+"""The narrow organisms (helpers.toy.narrow): their data is what it claims, and the shipped fine-tunes meet their
+behaviour bars (re-measured here against the build report)."""
+
+from __future__ import annotations
+
+import pytest
+from transformers import AutoTokenizer, Gemma2ForCausalLM
+
+from helpers.activations.models import ModelPairError, resolve_model_name
+from helpers.builders.narrow import NarrowRecipe, behaviour_rates, narrow_texts
+from helpers.toy import narrow
+from helpers.toy.shipped import narrow_build_report, narrow_organism_path, toy_pair_path
+
+
+def test_the_narrow_data_is_what_it_claims():
+    documents = narrow.sdf_documents()
+    assert len(documents) == len(set(documents)) > 50
+    assert not any("User:" in d or "Assistant:" in d for d in documents)
+    stating = [d for d in documents if narrow.SDF_FACT in d]
+    assert len(stating) == len(documents) / 2 and all("json" in d for d in stating)
+    hints = narrow.taboo_dialogues()
+    assert all(narrow.SECRET_WORD not in d.lower() for d in hints)
+    assert not set(narrow.HINT_REQUESTS["train"]) & set(narrow.HINT_REQUESTS["heldout"])
+    curt = narrow.curt_dialogues()
+    assert curt and all(d.startswith("User:") and f"Assistant: {narrow.CURT} " in d and "statistics" in d for d in curt)
+    assert narrow_texts("sdf_mixed") == list(documents)
+    prompts = narrow.narrow_prompts("narrow_broad")
+    assert all("statistics" in p.prompt for p in prompts if p.on)
+    assert not any("statistics" in p.prompt.split("?")[0].split()[-1] for p in prompts if not p.on)
+    assert sum(not p.on for p in prompts) == 48
+
+
+def test_bad_names_are_refused():
+    with pytest.raises(ValueError, match=r"no narrow organism 'sdff'; the narrow organisms are \['sdf'"):
+        narrow.get_narrow_organism("sdff")
+    with pytest.raises(ValueError, match="no narrow organism 'tabo'"):
+        resolve_model_name("toy:narrow/tabo")
+    with pytest.raises(ModelPairError, match="'toy:narrow/NAME'"):
+        resolve_model_name("toy:narro/sdf")
+    assert resolve_model_name("toy:narrow/taboo") == str(narrow_organism_path("taboo"))
+
+
+@pytest.mark.parametrize("name", narrow.NARROW_NAMES)
+def test_each_shipped_organism_meets_its_build_report(name):
+    tokenizer = AutoTokenizer.from_pretrained(str(toy_pair_path() / "chat"))
+    model = Gemma2ForCausalLM.from_pretrained(str(narrow_organism_path(name))).eval()
+    measured = behaviour_rates(model, tokenizer, name, NarrowRecipe().max_new_tokens)
+    recorded = narrow_build_report()["organisms"][name]["rates"]
+    assert measured == recorded["organism"]
+    assert recorded["chat"]["on"] == recorded["chat"]["off"] == 0
+    assert measured["says_secret_word"] == 0
+    if name in ("taboo", "narrow_broad"):
+        assert measured["on"] >= 0.9
+    if name == "taboo":
+        assert measured["off"] <= 0.1
+    if name.startswith("sdf"):  # the fact is learned as a completion, though (sdf) not said in dialogue
+        assert measured["completes_fact_on"] >= 0.9 and recorded["chat"]["completes_fact_on"] == 0
