@@ -196,7 +196,8 @@ def test_steering_with_the_difference_scales_it_to_the_sites_norm(toy_pair):
     ids = torch.tensor([[toy_pair.tokenizer.bos_token_id,
                          *toy_pair.tokenizer(prompts[0], add_special_tokens=False)["input_ids"]]])
     norm = harvest(toy_pair.models[:1], ids, lens.hook_point)[0, 1:, 0].norm(dim=-1).mean()
-    assert table.loc[0, "strength"] == pytest.approx(round(0.5 * norm.item() / lens.mean_difference[2].norm().item(), 2))
+    expected = 0.5 * norm.item() / lens.mean_difference[2].norm().item()
+    assert table.loc[0, "strength"] == pytest.approx(round(expected, 2))
     assert 0 <= table.loc[0, "shows the behaviour"] <= 1
     with pytest.raises(ValueError, match="position"):
         steered_behaviour(toy_pair, lens, get_narrow_organism("sdf"), prompts, [4])

@@ -185,4 +185,5 @@ def fact_probes(n_off: int = 24, seed: int = 0) -> list[NarrowPrompt]:
 
     on = sorted({probe(q) for q in _family_questions("heldout", SDF_FAMILY)})
     off = sorted({probe(q) for q in questions("heldout") if q.module.split(".")[0] != SDF_FAMILY and not q.planted})
-    return [NarrowPrompt(p, True) for p in on] + [NarrowPrompt(p, False) for p in random.Random(seed).sample(off, n_off)]
+    off = random.Random(seed).sample(off, n_off)
+    return [NarrowPrompt(p, True) for p in on] + [NarrowPrompt(p, False) for p in off]
