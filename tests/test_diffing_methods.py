@@ -41,7 +41,8 @@ def test_prompt_kl_finds_the_planted_refusal(toy_pair):
 
 
 def test_difference_lens_is_the_mean_activation_difference(toy_pair, tokens):
-    lens = activation_difference_lens(toy_pair, [tokens[:4], tokens[4:]], n_positions=5, progress=False)
+    lens = activation_difference_lens(toy_pair, [tokens[:4], tokens[4:]], n_positions=5,
+                                      hook_point=toy_pair.hook_point, progress=False)
     acts = harvest(toy_pair.models, tokens[:, :5], toy_pair.hook_point)
     assert torch.allclose(lens.mean_difference, (acts[:, :, 1] - acts[:, :, 0]).mean(0), atol=1e-5)
     assert lens.n_sequences == 6 and lens.logit_lens(toy_pair, 1, k=5).shape == (5, 4)

@@ -18,8 +18,7 @@ from helpers.crosscoder.releases import load_release
 
 ROOT = Path(__file__).resolve().parents[1]
 
-
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session, not module: a worker may run other modules' tests in between
 def measured(rehearsal_home: Path, tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("measured") / "measured.json"
     env = {**os.environ, "HF_HOME": str(rehearsal_home), "HF_HUB_OFFLINE": "1", "HF_TOKEN": "rehearsal-token",
