@@ -201,3 +201,7 @@ def test_steering_with_the_difference_scales_it_to_the_sites_norm(toy_pair):
     assert 0 <= table.loc[0, "shows the behaviour"] <= 1
     with pytest.raises(ValueError, match="position"):
         steered_behaviour(toy_pair, lens, get_narrow_organism("sdf"), prompts, [4])
+    with pytest.raises(ValueError, match="scale"):
+        steered_behaviour(toy_pair, lens, get_narrow_organism("sdf"), prompts, [2], scale=float("nan"))
+    with pytest.raises(TypeError, match="organism must have a shows"):
+        steered_behaviour(toy_pair, lens, "sdf", prompts, [2])

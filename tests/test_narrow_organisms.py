@@ -55,3 +55,16 @@ def test_each_shipped_organism_meets_its_build_report(name):
         assert measured["off"] <= 0.1
     if name.startswith("sdf"):  # the fact is learned as a completion, though (sdf) not said in dialogue
         assert measured["completes_fact_on"] >= 0.9 and recorded["chat"]["completes_fact_on"] == 0
+
+
+@pytest.mark.parametrize("knob, value", [("steps", 0), ("lr", float("nan")), ("batch_size", 1)])
+def test_the_build_checks_its_recipe_before_any_work(tmp_path, knob, value):
+    from dataclasses import replace
+
+    from helpers.builders.narrow import build_narrow_organisms
+
+    with pytest.raises(ValueError, match=knob):
+        build_narrow_organisms(tmp_path / "out", replace(NarrowRecipe(), **{knob: value}))
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ValueError, match="no narrow organism 'tabo'"):
+        build_narrow_organisms(tmp_path / "out", only=["tabo"])

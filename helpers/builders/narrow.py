@@ -24,6 +24,7 @@ from ..analysis.behaviour import greedy_continuations
 from ..toy import narrow
 from ..toy.corpus import dialogue_mix
 from ..toy.shipped import PACKAGED_NARROW, toy_pair_path
+from ..validation import positive_int, real
 from .toy_pair import _sequences, _source_rows, _tokenize_stream, _train
 
 
@@ -113,6 +114,9 @@ def build_narrow_organisms(out_dir: str | Path, recipe: NarrowRecipe = NarrowRec
     from transformers import AutoTokenizer, Gemma2ForCausalLM
 
     names = [narrow.get_narrow_organism(name).name for name in (only or narrow.NARROW_NAMES)]
+    for knob in ("steps", "warmup_steps", "batch_size", "seq_len", "shuffles", "max_new_tokens"):
+        positive_int(knob, getattr(recipe, knob), minimum=2 if knob in ("batch_size", "seq_len") else 1)
+    real("lr", recipe.lr, 0, low_open=True)
     started = time.time()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,7 @@ import torch
 from ..activations.models import ModelPair
 from ..activations.sites import harvest
 from ..analysis.behaviour import greedy_continuations
-from ..validation import instance, non_empty_strings, positive_int
+from ..validation import instance, non_empty_strings, positive_int, real
 from .difference_lens import activation_difference_lens, document_starts, lens_probabilities
 from .difference_pca import difference_pca
 from .logit_mining import logit_diff_mining
@@ -135,6 +135,10 @@ def steered_behaviour(pair: ModelPair, lens, organism, prompts: Sequence[str], p
 
     prompts = non_empty_strings("prompts", prompts)
     instance("pair", pair, ModelPair)
+    real("scale", scale, 0, low_open=True)
+    positive_int("max_new_tokens", max_new_tokens)
+    if not callable(getattr(organism, "shows", None)):
+        raise TypeError(f"organism must have a shows(continuation) method, got {type(organism).__name__}")
     tokenizer = pair.tokenizer
     ids = [[tokenizer.bos_token_id, *row] for row in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
     norms = torch.cat([harvest(pair.models[:1], torch.tensor([row], device=pair.device), lens.hook_point)[0, 1:, 0]
