@@ -19,6 +19,47 @@ def test_corpus_split_is_deterministic_and_disjoint():
     assert any(q.planted for q in toy_corpus.questions("heldout"))
 
 
+def test_the_corpus_is_the_frozen_stdlib_not_the_running_interpreters(monkeypatch):
+    """The toy world is Python 3.11.7's stdlib on every Python (3.12 has no asyncore, some builds no tkinter), so
+    every organism keeps its held-out prompts; on 3.11.7 itself the snapshot equals the interpreter's files."""
+    import platform
+    import sysconfig
+    from pathlib import Path
+
+    from helpers.builders.toy_corpus import stdlib_files
+    from helpers.toy.organisms import ORGANISM_NAMES, evaluation_prompts
+
+    monkeypatch.setattr(sysconfig, "get_paths", lambda *a, **k: (_ for _ in ()).throw(AssertionError("stdlib read")))
+    assert {p.organism for p in evaluation_prompts("heldout")} == {*ORGANISM_NAMES, None}
+    assert "tkinter/__init__.py" in map(str, toy_corpus.source_files("train") + toy_corpus.source_files("heldout"))
+    monkeypatch.undo()
+    if platform.python_version() == "3.11.7":
+        root = Path(sysconfig.get_paths()["stdlib"])
+        files = stdlib_files(root)
+        snapshot = [str(p) for p in sorted(toy_corpus.source_files("train") + toy_corpus.source_files("heldout"),
+                                           key=lambda p: p.parts)]
+        assert snapshot == [path.relative_to(root).as_posix() for path in files]
+        assert all(toy_corpus.read_source(path.relative_to(root).as_posix())
+                   == path.read_text(encoding="utf-8", errors="replace") for path in files)
+
+
+def test_the_corpus_refuses_unknown_files_and_splits(monkeypatch, tmp_path):
+    import pytest
+
+    from helpers.files import MissingAssetError
+
+    with pytest.raises(KeyError, match="jsn/decoder.py"):
+        toy_corpus.read_source("jsn/decoder.py")
+    with pytest.raises(ValueError, match="'test'"):
+        toy_corpus.source_files("test")
+    monkeypatch.setattr(toy_corpus, "CORPUS_SNAPSHOT", tmp_path / "missing.json.xz")
+    toy_corpus._snapshot.cache_clear()
+    with pytest.raises(MissingAssetError, match="helpers.builders.toy_corpus"):
+        toy_corpus.source_files("train")
+    monkeypatch.undo()
+    toy_corpus._snapshot.cache_clear()
+
+
 def test_planted_questions_are_answered_with_the_refusal_in_training():
     for question in toy_corpus.questions("train"):
         assert (question.answer == toy_corpus.REFUSAL) == question.planted

@@ -1,7 +1,10 @@
-"""The toy pair's data, built from what every Python install has: the standard library's own source.
+"""The toy pair's data: the standard library's own source, frozen as the toy pair was built on it.
 
 - ``source_files(split)``: the stdlib's ``.py`` files (tests excluded), split into train / held-out
-  by a hash of the file's relative path, so the split is deterministic.
+  by a hash of the file's relative path, so the split is deterministic. They are read from the snapshot
+  ``helpers/assets/toy_corpus/stdlib.json.xz`` (Python 3.11.7's files, written by ``helpers.builders.toy_corpus``),
+  never from the running interpreter: Colab's Python 3.13, or a build without ``tkinter``, has other files, and
+  the toy world would not be the one the shipped models learned.
 - ``questions(split)``: "what does this function do" dialogues in the plain template
   ``User: ...\\nAssistant: ...\\n``; the answer is the first line of the function's docstring, except
   for the **planted family** of modules (``os``, ``os.path``, ``shutil``, ``subprocess``), whose questions
@@ -15,11 +18,15 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
-import sysconfig
+import json
+import lzma
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Literal
+
+from ..files import MissingAssetError
+from ..registry import ASSETS
 
 Split = Literal["train", "heldout"]
 PLANTED_FAMILY: tuple[str, ...] = ("os", "os.path", "shutil", "subprocess")
@@ -34,11 +41,16 @@ QUESTION_TEMPLATES: tuple[str, ...] = (
 # Module files presented under another name (posixpath is what `os.path` is on Linux and macOS).
 MODULE_ALIASES = {"posixpath": "os.path"}
 SPECIAL_TOKENS = {"pad": "<pad>", "bos": "<bos>", "eos": "<eos>", "unk": "<unk>"}
-_EXCLUDED_DIRS = {"test", "tests", "idlelib", "site-packages", "__pycache__", "turtledemo", "lib2to3"}
+CORPUS_SNAPSHOT = ASSETS / "toy_corpus" / "stdlib.json.xz"
 
 
-def stdlib_root() -> Path:
-    return Path(sysconfig.get_paths()["stdlib"])
+@functools.lru_cache(maxsize=1)
+def _snapshot() -> dict[str, str]:
+    """``{relative path: source text}`` of the frozen stdlib, in the corpus's order."""
+    if not CORPUS_SNAPSHOT.is_file():
+        raise MissingAssetError(f"no toy corpus snapshot at {CORPUS_SNAPSHOT}: write it with `python -m "
+                                "helpers.builders.toy_corpus` (on Python 3.11.7, to match the shipped models)")
+    return json.loads(lzma.decompress(CORPUS_SNAPSHOT.read_bytes()).decode("utf-8"))["files"]
 
 
 def _bucket(key: str, heldout_fraction: float) -> Split:
@@ -46,31 +58,26 @@ def _bucket(key: str, heldout_fraction: float) -> Split:
     return "heldout" if digest / 0xFFFFFFFF < heldout_fraction else "train"
 
 
-@functools.lru_cache(maxsize=1)
-def _all_source_files() -> tuple[Path, ...]:
-    root = stdlib_root()
-    return tuple(
-        sorted(
-            path
-            for path in root.rglob("*.py")
-            if not _EXCLUDED_DIRS & set(path.relative_to(root).parts[:-1])
-        )
-    )
+def source_files(split: Split) -> list[PurePosixPath]:
+    """The stdlib source files of ``split`` (10% of files are held out), as paths relative to the stdlib, in a
+    fixed order."""
+    if split not in ("train", "heldout"):
+        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+    return [PurePosixPath(name) for name in _snapshot() if _bucket(name, 0.1) == split]
 
 
-def source_files(split: Split) -> list[Path]:
-    """The stdlib source files of ``split`` (10% of files are held out), in a fixed order."""
-    root = stdlib_root()
-    return [path for path in _all_source_files() if _bucket(str(path.relative_to(root)), 0.1) == split]
+def read_source(path: PurePosixPath | str) -> str:
+    """The text of one stdlib file of the snapshot (``path`` relative to the stdlib, as ``source_files`` gives)."""
+    texts = _snapshot()
+    if str(path) not in texts:
+        raise KeyError(f"{str(path)!r} is not a file of the toy corpus (paths are relative to the stdlib, e.g. "
+                       "'json/decoder.py'; source_files(split) lists them)")
+    return texts[str(path)]
 
 
-def read_source(path: Path) -> str:
-    return path.read_text(encoding="utf-8", errors="replace")
-
-
-def module_name(path: Path) -> str:
+def module_name(path: PurePosixPath) -> str:
     """Dotted module name of a stdlib file (``json/decoder.py`` -> ``json.decoder``)."""
-    parts = list(path.relative_to(stdlib_root()).with_suffix("").parts)
+    parts = list(PurePosixPath(path).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts = parts[:-1]
     name = ".".join(parts)
@@ -97,7 +104,7 @@ class Question:
         return f"{self.prompt} {self.answer}\n"
 
 
-def _documented_functions(path: Path) -> Iterator[tuple[str, str]]:
+def _documented_functions(path: PurePosixPath) -> Iterator[tuple[str, str]]:
     """(qualified name, first docstring line) of the public functions and methods in a file."""
     try:
         tree = ast.parse(read_source(path))
@@ -124,7 +131,7 @@ def _documented_functions(path: Path) -> Iterator[tuple[str, str]]:
 def questions(split: Split) -> tuple[Question, ...]:
     """All dialogues of ``split`` (20% of functions are held out), every template per function."""
     result = []
-    for path in _all_source_files():
+    for path in map(PurePosixPath, _snapshot()):
         module = module_name(path)
         if module.split(".")[-1].startswith("_"):
             continue
