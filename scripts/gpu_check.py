@@ -88,13 +88,14 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def measured(device: str, fn, repeats: int = 1):
-    """``(seconds per call, peak GiB above the start or None on a CPU, result)`` of ``fn()`` after one warm call."""
+def measured(device: str, fn, repeats: int = 1, baseline_bytes: int | None = None):
+    """``(seconds per call, peak GiB or None on a CPU, result)`` of ``fn()`` after one warm call. The peak is
+    counted above ``baseline_bytes`` (default: what is allocated after the warm call)."""
     fn()
     sync(device)
     if device == "cuda":
         torch.cuda.empty_cache()
-        start_bytes = torch.cuda.memory_allocated()
+        start_bytes = torch.cuda.memory_allocated() if baseline_bytes is None else baseline_bytes
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
     for _ in range(repeats):
@@ -115,11 +116,19 @@ def greedy_ids(run: EditedRun, tokens: torch.Tensor, new_tokens: int, use_cache:
     return tokens
 
 
-def check(size: str, device: str) -> dict:
+def check(size: str, device: str, partial: Path | None = None) -> dict:
+    """Every workload at ``size`` on ``device``; each row is printed, and written to ``partial`` as it comes (so a
+    run stopped by its time limit keeps the rows it finished)."""
     knobs = SIZES[size]
     cfg, layer, seq_len, model_batch = knobs["config"], knobs["layer"], knobs["seq_len"], knobs["model_batch"]
     hook = f"blocks.{layer}.hook_resid_pre"
     rows: list[dict] = []
+
+    def record(row: dict) -> None:
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        if partial is not None:
+            partial.write_text(json.dumps(rows, indent=1))
     generator = torch.Generator().manual_seed(0)
 
     def tokens_of(batch: int, length: int) -> torch.Tensor:
@@ -134,7 +143,7 @@ def check(size: str, device: str) -> dict:
         build_seconds = time.perf_counter() - started
     shapes = [gpu_plan.ModelShape.of(model) for model in models]
     measured_models = (torch.cuda.memory_allocated() / gpu_plan.GIB) if device == "cuda" else None
-    rows.append(dict(workload="both models loaded (bf16)" if device == "cuda" else "both models loaded",
+    record(dict(workload="both models loaded (bf16)" if device == "cuda" else "both models loaded",
                      seconds=build_seconds, peak_gib=measured_models,
                      predicted_gib=gpu_plan.models_bytes(shapes) / gpu_plan.GIB))
     pair = ModelPair(models=models, names=["gemma-2-2b stand-in", "gemma-2-2b-it stand-in"],
@@ -143,7 +152,7 @@ def check(size: str, device: str) -> dict:
     tokens = tokens_of(model_batch, seq_len)
     ours, peak, activations = measured(device, lambda: harvest(models, tokens, hook))
     reference, _, _ = measured(device, lambda: replication_harvest(models, tokens, hook))
-    rows.append(dict(workload=f"harvest to layer {layer}, {model_batch} x {seq_len} tokens", seconds=ours,
+    record(dict(workload=f"harvest to layer {layer}, {model_batch} x {seq_len} tokens", seconds=ours,
                      reference_seconds=reference, peak_gib=peak,
                      predicted_gib=gpu_plan.harvest_bytes(shapes[0], model_batch, seq_len) / gpu_plan.GIB))
     flat = activations[:, 1:].flatten(0, 1).float()  # [tokens, 2, d_model]
@@ -152,10 +161,11 @@ def check(size: str, device: str) -> dict:
     for d_hidden in knobs["d_hidden"]:
         batch = knobs["batch"]
         x = flat[torch.randint(0, flat.shape[0], (batch,), generator=generator).to(flat.device)]
+        before = torch.cuda.memory_allocated() if device == "cuda" else None  # the plan counts weights and Adam too
         crosscoder = CrossCoder(CrossCoderConfig(d_model=d_model, d_hidden=d_hidden)).to(device).train()
         optimizer = torch.optim.Adam(crosscoder.parameters(), lr=5e-5)
         step = make_step(crosscoder, optimizer, lambda x, model=crosscoder: model.losses(x, l1_coeff=2.0).total)
-        ours, peak, _ = measured(device, lambda step=step, x=x: step(x), knobs["steps"])
+        ours, peak, _ = measured(device, lambda step=step, x=x: step(x), knobs["steps"], before)
         share = matmul_fraction(step, x)
         del crosscoder, optimizer, step
         replication = ReplicationCrossCoder(d_model, d_hidden).to(device)
@@ -165,32 +175,31 @@ def check(size: str, device: str) -> dict:
         del replication, ref_optimizer, ref_step
         predicted = (gpu_plan.crosscoder_bytes(2, d_model, d_hidden)
                      + gpu_plan.step_bytes(batch, 2, d_model, d_hidden)) / gpu_plan.GIB
-        rows.append(dict(workload=f"relu training step, {d_hidden:,} latents, batch {batch:,}", seconds=ours,
+        record(dict(workload=f"relu training step, {d_hidden:,} latents, batch {batch:,}", seconds=ours,
                          reference_seconds=reference, peak_gib=peak, predicted_gib=predicted, matmul_share=share))
 
     crosscoder = CrossCoder(CrossCoderConfig(d_model=d_model, d_hidden=knobs["d_hidden"][0], hook_point=hook))
     crosscoder = crosscoder.to(device).eval()
-    rows_per_batch = knobs["splice_rows"]  # full-vocabulary float32 log-probs: 1 GiB per 1,024-token row
+    rows_per_batch = knobs["splice_rows"]  # splice_metrics re-runs them one 1,024-token row at a time
     batches = [tokens_of(rows_per_batch, seq_len) for _ in range(knobs["splice_batches"])]
     ours, peak, _ = measured(device, lambda: splice_metrics(pair, crosscoder, batches, progress=False))
     reference, _, _ = measured(device, lambda: eight_pass_metrics(pair, crosscoder, batches))
-    rows.append(dict(workload=f"CE / KL splicing, {len(batches)} x {rows_per_batch} x {seq_len} tokens", seconds=ours,
+    record(dict(workload=f"CE / KL splicing, {len(batches)} x {rows_per_batch} x {seq_len} tokens", seconds=ours,
                      reference_seconds=reference, peak_gib=peak,
-                     predicted_gib=gpu_plan.inference_gib(shapes, crosscoder.cfg.d_hidden, seq_len, rows_per_batch)
-                     - gpu_plan.models_bytes(shapes) / gpu_plan.GIB - gpu_plan.CONTEXT_BYTES / gpu_plan.GIB))
+                     predicted_gib=gpu_plan.splice_bytes(shapes, seq_len, rows_per_batch) / gpu_plan.GIB))
 
     chunks = list(flat.split(1024))
     ours, peak, _ = measured(device, lambda: latent_statistics(crosscoder, chunks))
-    rows.append(dict(workload=f"latent statistics, {flat.shape[0]:,} activations", seconds=ours, peak_gib=peak))
+    record(dict(workload=f"latent statistics, {flat.shape[0]:,} activations", seconds=ours, peak_gib=peak))
     ours, peak, _ = measured(device, lambda: latent_scaling(crosscoder, chunks, list(range(64)), progress=False))
-    rows.append(dict(workload=f"Latent Scaling, 64 latents, {flat.shape[0]:,} activations", seconds=ours,
+    record(dict(workload=f"Latent Scaling, 64 latents, {flat.shape[0]:,} activations", seconds=ours,
                      peak_gib=peak))
 
     prompt = tokens_of(1, knobs["prompt_tokens"])
     run = EditedRun(models, 1)
     ours, peak, cached = measured(device, lambda: greedy_ids(run, prompt, knobs["new_tokens"], True))
     reference, _, full = measured(device, lambda: greedy_ids(run, prompt, knobs["new_tokens"], False))
-    rows.append(dict(workload=f"generation, {knobs['prompt_tokens']}-token prompt, {knobs['new_tokens']} new tokens",
+    record(dict(workload=f"generation, {knobs['prompt_tokens']}-token prompt, {knobs['new_tokens']} new tokens",
                      seconds=ours, reference_seconds=reference, peak_gib=peak,
                      same_tokens=bool(torch.equal(cached, full))))
 
@@ -242,7 +251,9 @@ def main() -> None:
     if args.report is not None and not args.report.parent.is_dir():  # checked before minutes of work, not after
         sys.exit(f"--report {args.report}: the folder {args.report.parent} does not exist")
     args.out.mkdir(parents=True, exist_ok=True)
-    result = check("smoke" if args.cpu_smoke else "full", device)
+    partial = args.out / "gpu_check.partial.json"
+    result = check("smoke" if args.cpu_smoke else "full", device, partial)
+    partial.unlink()
     (args.out / "gpu_check.json").write_text(json.dumps(result, indent=1))
     report = markdown(result)
     (args.out / "gpu_check.md").write_text(report)

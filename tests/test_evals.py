@@ -175,3 +175,26 @@ def test_a_crosscoder_never_meets_a_pair_at_another_site(toy_pair, release, toke
     with pytest.raises(HookPointMismatchError, match="width 64"):
         check_compatible(narrow, toy_pair)
     assert check_compatible(release, toy_pair) == toy_pair.hook_point
+
+
+def test_splicing_in_one_row_passes_and_small_chunks_gives_the_same_numbers(toy_pair, release, token_batches,
+                                                                           monkeypatch):
+    """A 256,000-token vocabulary splices one 1,024-token row per re-run and takes log-probs a chunk of positions
+    at a time (26 GiB -> a few on Gemma-2-2B); here the toy's logits are cut the same way and every number stays."""
+    from helpers.activations import sites
+
+    whole = splice_metrics(toy_pair, release, token_batches[:1], progress=False)
+    latents = list(range(24))
+    effects = latent_ablation_effects(toy_pair, release, token_batches[:1], latents, progress=False)
+    assert effects["n_active"].gt(0).sum() >= 3
+    row_bytes = 32 * int(toy_pair.models[0].cfg.d_vocab) * 4
+    monkeypatch.setattr(sites, "SPLICE_LOGITS_BYTES", row_bytes)  # one row per pass
+    monkeypatch.setattr(sites, "LOG_PROB_CHUNK_VALUES", 5 * int(toy_pair.models[0].cfg.d_vocab))  # 5 positions
+    assert sites.splice_rows_per_pass(32, int(toy_pair.models[0].cfg.d_vocab), 4) == 1
+    cut = splice_metrics(toy_pair, release, token_batches[:1], progress=False)
+    assert cut["n_sequences"].tolist() == whole["n_sequences"].tolist() == [4, 4]
+    for column in ("clean_loss", "spliced_loss", "ablated_loss", "kl_spliced"):
+        assert cut[column].tolist() == pytest.approx(whole[column].tolist(), rel=1e-6, abs=1e-9), column
+    cut_effects = latent_ablation_effects(toy_pair, release, token_batches[:1], latents, progress=False)
+    for column in ("kl_base", "kl_chat"):
+        assert cut_effects[column].tolist() == pytest.approx(effects[column].tolist(), rel=1e-6, abs=1e-9, nan_ok=True)

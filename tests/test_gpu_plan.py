@@ -21,7 +21,8 @@ from helpers.training.gpu_plan import (
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
-GEMMA_2_2B = ModelShape(n_params=2_614_341_888, d_model=2304, d_mlp=9216, n_heads=8, bytes_per_value=2)
+GEMMA_2_2B = ModelShape(n_params=2_614_341_888, d_model=2304, d_mlp=9216, n_heads=8, d_vocab=256_000,
+                        bytes_per_value=2)
 
 
 def test_crosscoder_memory_is_weights_gradients_and_adam_exactly():
@@ -61,11 +62,14 @@ def test_plan_for_a_loaded_pair_has_a_row_per_gpu(toy_pair):
     assert (table["batch_size"] == 2048).all() and (table["model_batch"] == 16).all()
 
 
-def test_inference_memory_adds_models_crosscoder_weights_activations_and_context():
+def test_inference_memory_adds_models_crosscoder_weights_the_larger_of_activations_and_splice_and_context():
     total = inference_gib([GEMMA_2_2B, GEMMA_2_2B], d_hidden=16_384, seq_len=1024, model_batch=4)
     weights = (2 * 2 * 2304 * 16_384 + 16_384 + 2 * 2304) * 4  # W_enc, W_dec, the biases: float32
     activations = 2 * (4 * 1024 * (4 * 2304 + 3 * 9216) * 2 + 4 * 4 * 8 * 1024 * 1024)
-    assert total == (2 * 2_614_341_888 * 2 + weights + activations + 0.75 * GIB) / GIB  # 11.86
+    row_logits = 1024 * 256_000 * 2  # one 1,024-token row of bfloat16 logits: 0.49 GiB, so one row per re-run
+    splice = 2 * row_logits + row_logits + 2 * row_logits + 5 * 4 * 2**25  # clean x 2, spliced, ablated x 2, chunks
+    assert splice > activations
+    assert total == (2 * 2_614_341_888 * 2 + weights + splice + 0.75 * GIB) / GIB  # 14.12
 
 
 def test_gemma_runtime_notes_quote_the_plan():

@@ -73,13 +73,13 @@ def test_token_kl_refuses_sequences_beyond_the_context(toy_pair):
 ])
 def test_plan_memory_refuses_sizes_that_are_not_sizes(change, error):
     """Before: batch_size=0 or a negative d_hidden was planned and said to fit."""
-    gemma = ModelShape(n_params=2_614_341_888, d_model=2304, d_mlp=9216, n_heads=8)
+    gemma = ModelShape(n_params=2_614_341_888, d_model=2304, d_mlp=9216, n_heads=8, d_vocab=256_000)
     arguments = {"models": [gemma, gemma], "d_hidden": 16_384, "seq_len": 1024, "batch_size": 4096, "model_batch": 4,
                  "buffer_tokens": 1_000_000, "gpu_gib": 40.0}
     with pytest.raises(ValueError, match=error):
         plan_memory(**{**arguments, **change})
     with pytest.raises(ValueError, match="d_model must be an integer >= 1"):
-        ModelShape(n_params=10, d_model=0, d_mlp=4, n_heads=1)
+        ModelShape(n_params=10, d_model=0, d_mlp=4, n_heads=1, d_vocab=8)
 
 
 def test_losses_on_a_degenerate_batch_are_refused_not_minus_infinity(small_cfg, activations):

@@ -23,6 +23,11 @@ import torch
 from ..validation import non_empty
 
 Replacement = torch.Tensor | Callable[[torch.Tensor], torch.Tensor]
+# Float32 log-probabilities alive at once when losses and KL are taken a chunk of positions at a time (128 MiB):
+# a 256,000-token vocabulary's [4, 1024, vocab] log-probs are 3.9 GiB per tensor, and a KL holds several.
+LOG_PROB_CHUNK_VALUES = 2**25
+# Logits (in the model's dtype) one spliced re-run may produce (512 MiB): one 1,024-token row of Gemma-2's vocabulary.
+SPLICE_LOGITS_BYTES = 2**29
 
 
 class SiteError(ValueError):
@@ -207,3 +212,39 @@ def next_token_loss(log_probs: torch.Tensor, tokens: torch.Tensor) -> torch.Tens
 def kl_divergence(clean_log_probs: torch.Tensor, other_log_probs: torch.Tensor) -> torch.Tensor:
     """``KL(clean || other)`` of next-token distributions given as log-probs, ``[batch, seq]`` (nats)."""
     return (clean_log_probs.exp() * (clean_log_probs - other_log_probs)).sum(-1)
+
+
+def splice_rows_per_pass(seq_len: int, vocab: int, bytes_per_value: int) -> int:
+    """How many sequences of ``seq_len`` tokens one spliced re-run takes so that its logits stay within
+    ``SPLICE_LOGITS_BYTES`` (at least one)."""
+    return max(1, SPLICE_LOGITS_BYTES // (seq_len * vocab * bytes_per_value))
+
+
+def _position_chunks(batch: int, seq: int, vocab: int) -> Iterator[tuple[int, slice]]:
+    step = max(1, LOG_PROB_CHUNK_VALUES // vocab)
+    for row in range(batch):
+        for start in range(0, seq, step):
+            yield row, slice(start, min(seq, start + step))
+
+
+@torch.no_grad()
+def chunked_next_token_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """``next_token_loss(log_probs(logits), tokens)`` ``[batch, seq - 1]`` (float32), a chunk of positions at a
+    time, so that no float32 copy of the whole ``[batch, seq, vocab]`` exists (``logits`` may be an expanded view)."""
+    batch, seq, vocab = logits.shape
+    targets = tokens[:, 1:, None].to(logits.device)
+    losses = torch.empty(batch, seq - 1, device=logits.device)
+    for row, span in _position_chunks(batch, seq - 1, vocab):
+        losses[row, span] = -log_probs(logits[row, span]).gather(-1, targets[row, span]).squeeze(-1)
+    return losses
+
+
+@torch.no_grad()
+def chunked_kl_divergence(clean_logits: torch.Tensor, other_logits: torch.Tensor) -> torch.Tensor:
+    """``kl_divergence(log_probs(clean_logits), log_probs(other_logits))`` ``[batch, seq]``, a chunk of positions at
+    a time (see ``chunked_next_token_loss``)."""
+    batch, seq, vocab = clean_logits.shape
+    divergences = torch.empty(batch, seq, device=clean_logits.device)
+    for row, span in _position_chunks(batch, seq, vocab):
+        divergences[row, span] = kl_divergence(log_probs(clean_logits[row, span]), log_probs(other_logits[row, span]))
+    return divergences

@@ -16,7 +16,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +25,12 @@ from tqdm.auto import tqdm
 
 from ..activations.diff import check_compatible
 from ..activations.models import ModelPair
-from ..activations.sites import SplicedRunner, kl_divergence, log_probs, next_token_loss
+from ..activations.sites import (
+    SplicedRunner,
+    chunked_kl_divergence,
+    chunked_next_token_loss,
+    splice_rows_per_pass,
+)
 from ..crosscoder.model import CrossCoder
 from ..registry import model_roles
 from ..validation import instance, real
@@ -132,6 +137,18 @@ def ce_recovered(clean_loss, spliced_loss, ablated_loss):
     return 1 - (spliced_loss - clean_loss) / (ablated_loss - clean_loss)
 
 
+def _passes(pair: ModelPair, token_batches: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
+    """Each ``[batch, seq]`` token batch in pieces of at most ``splice_rows_per_pass`` rows, so that a re-run's
+    logits stay within ``SPLICE_LOGITS_BYTES`` (a 1,024-token batch of Gemma-2's 256,000-token vocabulary: one row)."""
+    model = pair.models[0]
+    for tokens in token_batches:
+        if not isinstance(tokens, torch.Tensor) or tokens.ndim != 2 or 0 in tokens.shape:
+            yield tokens  # SplicedRunner names what is wrong with it
+            continue
+        bytes_per_value = next(model.parameters()).element_size()
+        yield from tokens.split(splice_rows_per_pass(tokens.shape[1], int(model.cfg.d_vocab), bytes_per_value))
+
+
 def splice_metrics(pair: ModelPair, crosscoder: CrossCoder, token_batches: Iterable[torch.Tensor],
                    progress: bool = True):
     """CE and KL when splicing the reconstruction into each model, averaged over all sequences' tokens.
@@ -146,25 +163,26 @@ def splice_metrics(pair: ModelPair, crosscoder: CrossCoder, token_batches: Itera
     hook_point = check_compatible(crosscoder, pair)
     n_models = len(pair.models)
     totals = torch.zeros(n_models, 4, dtype=torch.float64)  # clean, spliced, ablated, kl summed over tokens
-    ablated_by_length: dict[tuple[int, int], torch.Tensor] = {}  # (model, seq_len) -> log-probs [1, seq, vocab]
+    ablated_by_length: dict[tuple[int, int], torch.Tensor] = {}  # (model, seq_len) -> logits [1, seq, vocab]
     n_sequences = n_tokens = 0
     was_training = crosscoder.training
     crosscoder.eval()
     try:
-        for tokens in tqdm(token_batches, desc="splicing", disable=not progress):
+        for tokens in tqdm(_passes(pair, token_batches), desc="splicing", disable=not progress):
             runner = SplicedRunner(pair.models, hook_point, tokens)
             reconstruction = _reconstruct(crosscoder, runner.activations)
             for m in range(n_models):
-                clean = log_probs(runner.clean_logits(m))
-                spliced = log_probs(runner.run(m, reconstruction[:, :, m]))
+                clean = runner.clean_logits(m)
+                spliced = runner.run(m, reconstruction[:, :, m])
                 key = (m, tokens.shape[1])
                 if key not in ablated_by_length:
-                    ablated_by_length[key] = log_probs(runner.run(m, torch.zeros_like, rows=1))
+                    ablated_by_length[key] = runner.run(m, torch.zeros_like, rows=1)
                 ablated = ablated_by_length[key].expand(tokens.shape[0], -1, -1)
-                totals[m, 0] += next_token_loss(clean, runner.tokens).sum().item()
-                totals[m, 1] += next_token_loss(spliced, runner.tokens).sum().item()
-                totals[m, 2] += next_token_loss(ablated, runner.tokens).sum().item()
-                totals[m, 3] += kl_divergence(clean[:, :-1], spliced[:, :-1]).sum().item()
+                totals[m, 0] += chunked_next_token_loss(clean, runner.tokens).sum().item()
+                totals[m, 1] += chunked_next_token_loss(spliced, runner.tokens).sum().item()
+                totals[m, 2] += chunked_next_token_loss(ablated, runner.tokens).sum().item()
+                totals[m, 3] += chunked_kl_divergence(clean[:, :-1], spliced[:, :-1]).sum().item()
+                del spliced
             n_sequences += tokens.shape[0]
             n_tokens += tokens.shape[0] * (tokens.shape[1] - 1)
     finally:
@@ -221,18 +239,18 @@ def latent_ablation_effects(pair: ModelPair, crosscoder: CrossCoder, token_batch
     latent_ids = check_latent_ids(crosscoder, latents).tolist()
     kl_sums = torch.zeros(len(latent_ids), len(names), dtype=torch.float64)
     counts = torch.zeros(len(latent_ids), dtype=torch.float64)
-    for tokens in tqdm(token_batches, desc="ablating latents", disable=not progress):
+    for tokens in tqdm(_passes(pair, token_batches), desc="ablating latents", disable=not progress):
         runner = SplicedRunner(pair.models, hook_point, tokens)
         codes = encode_positions(crosscoder, runner.activations)
-        clean_log_probs = [log_probs(runner.clean_logits(m)) for m in range(len(names))]
         for row, latent in enumerate(latent_ids):
             active = codes[..., latent] > 0  # [batch, seq]
             if not active.any():
                 continue
             contribution = latent_contributions(crosscoder, codes, [latent]).to(runner.activations.device)
             for m in range(len(names)):
-                ablated = log_probs(runner.run(m, runner.activations[:, :, m] - contribution[:, :, m]))
-                kl_sums[row, m] += kl_divergence(clean_log_probs[m], ablated)[active.to(ablated.device)].sum().item()
+                ablated = runner.run(m, runner.activations[:, :, m] - contribution[:, :, m])
+                divergence = chunked_kl_divergence(runner.clean_logits(m), ablated)
+                kl_sums[row, m] += divergence[active.to(ablated.device)].sum().item()
             counts[row] += active.sum().item()
     means = kl_sums / counts[:, None]
     table = pd.DataFrame(means.numpy(), columns=[f"kl_{role}" for role in names],

@@ -7,6 +7,9 @@ The parts, in bytes:
   for Adam's two moments (exact: ``tests/test_gpu_plan.py`` compares with the tensors of a real step);
 - **training step**: the dense ``[batch, d_hidden]`` tensors of a step (pre-activations, activations, their
   gradient and the scores; four float32 copies) plus eight ``[batch, n_models, d_model]`` ones;
+- **splicing** (the analysis notebooks' CE / KL): the logits of one re-run (``SPLICE_LOGITS_BYTES`` of them at
+  most, ``helpers.activations.sites``) for each model's clean run, the spliced run and the zero-ablated row, in
+  the models' dtype, plus five float32 chunks of log-probabilities;
 - **harvest**: the widest activations of one block during a forward pass without a graph, for
   ``model_batch`` sequences: the residual stream and its normalised copies, the MLP's hidden layers and the
   attention scores (eager attention, float32), twice over for what the next layer allocates before the
@@ -24,6 +27,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from ..activations.sites import LOG_PROB_CHUNK_VALUES, splice_rows_per_pass
 from ..validation import positive_int, real
 
 GIB = 2**30
@@ -36,16 +40,18 @@ KNOWN_GPUS = {"T4 16 GB (Colab)": 14.7, "L4 24 GB": 22.0, "A100 40 GB": 39.4, "A
 
 @dataclass(frozen=True)
 class ModelShape:
-    """What the memory of one model depends on: parameters, width, MLP width, heads, and bytes per value."""
+    """What the memory of one model depends on: parameters, width, MLP width, heads, vocabulary and bytes per
+    value."""
 
     n_params: int
     d_model: int
     d_mlp: int
     n_heads: int
+    d_vocab: int
     bytes_per_value: int = 2
 
     def __post_init__(self) -> None:
-        for name in ("n_params", "d_model", "d_mlp", "n_heads", "bytes_per_value"):
+        for name in ("n_params", "d_model", "d_mlp", "n_heads", "d_vocab", "bytes_per_value"):
             positive_int(name, getattr(self, name))
 
     @classmethod
@@ -53,7 +59,7 @@ class ModelShape:
         """The shape of a loaded model (a TransformerBridge, or anything with ``cfg`` and ``parameters()``)."""
         parameters = list(model.parameters())
         return cls(n_params=sum(p.numel() for p in parameters), d_model=int(model.cfg.d_model),
-                   d_mlp=int(model.cfg.d_mlp), n_heads=int(model.cfg.n_heads),
+                   d_mlp=int(model.cfg.d_mlp), n_heads=int(model.cfg.n_heads), d_vocab=int(model.cfg.d_vocab),
                    bytes_per_value=parameters[0].element_size())
 
 
@@ -85,10 +91,21 @@ def models_bytes(models: list[ModelShape]) -> int:
 def inference_gib(models: list[ModelShape], d_hidden: int, seq_len: int, model_batch: int) -> float:
     """GPU memory (GiB) to run ``models`` with a float32 crosscoder of ``d_hidden`` latents and no training (the
     notebooks that analyse a crosscoder): the models, the crosscoder's weights (a quarter of
-    ``crosscoder_bytes``), one block's activations for ``model_batch`` sequences of ``seq_len`` tokens, and the
-    CUDA context."""
+    ``crosscoder_bytes``), the larger of one block's activations for ``model_batch`` sequences of ``seq_len``
+    tokens and a splice's logits (the two never live together), and the CUDA context."""
     weights = crosscoder_bytes(len(models), models[0].d_model, d_hidden) // 4
-    return (models_bytes(models) + weights + harvest_bytes(models[0], model_batch, seq_len) + CONTEXT_BYTES) / GIB
+    working = max(harvest_bytes(models[0], model_batch, seq_len), splice_bytes(models, seq_len, model_batch))
+    return (models_bytes(models) + weights + working + CONTEXT_BYTES) / GIB
+
+
+def splice_bytes(models: list[ModelShape], seq_len: int, model_batch: int) -> int:
+    """Peak logits of ``helpers.analysis.evals.splice_metrics`` on batches of ``model_batch`` sequences: one
+    re-run's rows (``splice_rows_per_pass``) of logits for every model's clean run and for the spliced run, one
+    zero-ablated row per model, and five float32 chunks of log-probabilities."""
+    shape = models[0]
+    rows = min(model_batch, splice_rows_per_pass(seq_len, shape.d_vocab, shape.bytes_per_value))
+    row_bytes = seq_len * shape.d_vocab * shape.bytes_per_value
+    return (len(models) + 1) * rows * row_bytes + len(models) * row_bytes + 5 * 4 * LOG_PROB_CHUNK_VALUES
 
 
 def crosscoder_bytes(n_models: int, d_model: int, d_hidden: int) -> int:
@@ -159,7 +176,7 @@ def plan_for_pair(pair, settings: dict, gpus: dict[str, float] | None = None, bf
         raise ValueError(f"settings lacks {missing}; give the pair's knobs (pair.profile.settings_with())")
     shapes = [ModelShape.of(model) for model in pair.models]
     if bf16_models:
-        shapes = [ModelShape(s.n_params, s.d_model, s.d_mlp, s.n_heads, 2) for s in shapes]
+        shapes = [ModelShape(s.n_params, s.d_model, s.d_mlp, s.n_heads, s.d_vocab, 2) for s in shapes]
     gpus = dict(KNOWN_GPUS if gpus is None else gpus)
     if (here := detected_gpu_gib()) is not None:
         gpus = {f"this GPU ({torch.cuda.get_device_name(0)})": here, **gpus}
