@@ -34,7 +34,9 @@ NOTEBOOK_ASSETS: dict[str, tuple[str, ...]] = {
     "00": TOY_PAIR, "01": TOY_PAIR + ("toy_release",), "02": TOY_PAIR + ("toy_release",),
     "03": TOY_PAIR + ("toy_release",), "04": TOY_PAIR + ("toy_release",), "05": TOY_PAIR + ("toy_release",),
     "06": TOY_PAIR + ("toy_release",), "07": TOY_PAIR + ("toy_release",) + VARIANTS,
-    "08": TOY_PAIR + ORGANISMS, "09": TOY_PAIR + ("toy_organisms", "toy_narrow"),
+    "08": TOY_PAIR + ORGANISMS,
+    "09": TOY_PAIR + ("toy_organisms", "toy_organisms_release", "toy_organisms_diff_sae", "toy_narrow",
+                      "toy_narrow_readers"),
     "10": TOY_PAIR + ("toy_release_dedicated", "cross_arch_llama", "cross_arch_dfc"),
 }
 
@@ -68,7 +70,7 @@ def keep(numbers: list[str], carried: list[Path]) -> None:
         sys.exit("the index has staged changes: commit or unstage them first (restore resets the assets' index)")
     wanted = {name for number in numbers for name in NOTEBOOK_ASSETS[number]}
     folders = sorted(path.name for path in (ROOT / ASSETS).iterdir() if path.is_dir() and git("ls-files", str(path)))
-    absent = sorted(wanted - set(folders) - {path.name for path in (ROOT / ASSETS).iterdir() if path.is_dir()})
+    absent = sorted(wanted - {path.name for path in (ROOT / ASSETS).iterdir() if path.is_dir()})
     if absent:
         sys.exit(f"the table names asset folders that are not tracked: {absent}")
     left = [name for name in folders if name not in wanted]

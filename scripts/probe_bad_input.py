@@ -110,15 +110,18 @@ def probes(workdir: Path) -> list[Probe]:
         token_end_offsets,
     )
     from helpers.activations.hub_data import HFTokenSource
+    from helpers.activations.sites import chunked_kl_divergence, splice_rows_per_pass
     from helpers.analysis.norms import LatentStatistics
     from helpers.crosscoder.jumprelu import jump_relu, jumprelu_penalties
     from helpers.crosscoder.relu_step import relu_step
+    from helpers.methods.diff_sae import narrow_diff_sae_path
     from helpers.methods.difference_lens import document_starts
     from helpers.methods.difference_pca import difference_pca
     from helpers.methods.logit_mining import logit_diff_mining
     from helpers.methods.patchscope import patchscope
-    from helpers.methods.reading import read_fine_tune, reading_board
-    from helpers.toy.narrow import get_narrow_organism
+    from helpers.methods.reading import read_dictionaries, read_fine_tune, reading_board
+    from helpers.toy.corpus import read_source, source_files
+    from helpers.toy.narrow import get_narrow_organism, narrow_pair_name
     from helpers.training.recipes import texts_for
 
     pair = load_model_pair("toy")
@@ -358,6 +361,18 @@ def probes(workdir: Path) -> list[Probe]:
         Probe("read_fine_tune", "documents", "[]", lambda: read_fine_tune(pair, [], ["User: a?"]), "documents"),
         Probe("reading_board", "readings", "{}", lambda: reading_board({}, pair.tokenizer, {}), "same organisms"),
         Probe("get_narrow_organism", "name", "'tabo'", lambda: get_narrow_organism("tabo"), "'taboo'"),
+        Probe("narrow_pair_name", "name", "'sdf-mixed'", lambda: narrow_pair_name("sdf-mixed"), "'sdf-mixed'"),
+        Probe("narrow_diff_sae_path", "organism", "'tabo'", lambda: narrow_diff_sae_path("tabo"), "'tabo'"),
+        Probe("read_dictionaries", "diff_sae", "a two-model crosscoder", lambda: read_dictionaries(
+            pair, release, release, ["text"]), "diff_sae must read 1 model"),
+        Probe("read_dictionaries", "scan_limit", "0", lambda: read_dictionaries(
+            pair, release, release, ["text"], scan_limit=0), "scan_limit"),
+        # the frozen toy corpus and the splice's memory
+        Probe("read_source", "path", "'jsn/decoder.py'", lambda: read_source("jsn/decoder.py"), "jsn/decoder.py"),
+        Probe("source_files", "split", "'test'", lambda: source_files("test"), "'test'"),
+        Probe("splice_rows_per_pass", "seq_len", "0", lambda: splice_rows_per_pass(0, 256_000, 2), "seq_len"),
+        Probe("chunked_kl_divergence", "other_logits", "[2, 3, 9]", lambda: chunked_kl_divergence(
+            torch.zeros(2, 3, 8), torch.zeros(2, 3, 9)), r"\[2, 3, 8\]"),
         Probe("load_model_pair", "name", "'toy:narrow/sfd'", lambda: load_model_pair(
             "toy:base", "toy:narrow/sfd", hook_point="blocks.1.hook_resid_post"), "no narrow organism 'sfd'"),
         # dashboards

@@ -25,7 +25,7 @@ SUBPACKAGES: dict[str, list[set[str]]] = {
                  {"aligned_dashboards"}],
     "methods": [{"token_divergence", "difference_lens", "patchscope", "logit_mining"}, {"diff_sae", "difference_pca"},
                 {"scoreboard"}, {"reading"}],
-    "builders": [{"toy_corpus", "toy_pair"}, {"rehearsal_gemma", "rehearsal_llama", "narrow"},
+    "builders": [{"toy_corpus", "toy_pair"}, {"rehearsal_gemma", "rehearsal_llama", "narrow"}, {"narrow_readers"},
                  {"rehearsal", "cross_arch"}],
     "tutorial": [{"notebook", "exercises", "live_view"}],
 }

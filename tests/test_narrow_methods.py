@@ -11,6 +11,7 @@ import torch
 from transformers import AutoTokenizer, Gemma2ForCausalLM
 
 from helpers.activations.sites import harvest
+from helpers.crosscoder.model import CrossCoder, CrossCoderConfig
 from helpers.methods.difference_lens import activation_difference_lens, document_starts, middle_site
 from helpers.methods.difference_pca import difference_pca
 from helpers.methods.logit_mining import is_punctuation_or_space, logit_diff_mining
@@ -205,3 +206,39 @@ def test_steering_with_the_difference_scales_it_to_the_sites_norm(toy_pair):
         steered_behaviour(toy_pair, lens, get_narrow_organism("sdf"), prompts, [2], scale=float("nan"))
     with pytest.raises(TypeError, match="organism must have a shows"):
         steered_behaviour(toy_pair, lens, "sdf", prompts, [2])
+
+
+def test_the_dictionary_readers_order_latents_and_read_decoders_through_the_fine_tunes_lens(toy_pair, hf_chat):
+    """The crosscoder by relative decoder norm, the diff-SAE by mean activation on the document starts' differences
+    (here from Hugging Face's hidden states), each latent's fine-tune decoder through Hugging Face's final norm and
+    unembedding."""
+    from helpers import from_pretrained
+    from helpers.methods.reading import DICTIONARY_READERS, read_dictionaries
+
+    crosscoder = from_pretrained("toy-l3")
+    sae = CrossCoder(CrossCoderConfig(d_model=128, n_models=1, d_hidden=64, hook_point="blocks.2.hook_resid_post",
+                                      seed=3)).eval()
+    documents = [read_source(path) for path in source_files("heldout")[:12] if read_source(path).strip()]
+    readings = read_dictionaries(toy_pair, crosscoder, sae, documents, n_positions=4, scan_limit=5)
+    assert [r.method for r in readings] == list(DICTIONARY_READERS)
+
+    def hf_lens(vectors):
+        with torch.no_grad():
+            return hf_chat.lm_head(hf_chat.model.norm(vectors.float())).topk(10, dim=-1).indices.tolist()
+
+    norms = crosscoder.W_dec.detach().norm(dim=-1)  # [d_hidden, 2]
+    order = (norms[:, 1] / norms.sum(1)).argsort(descending=True)[:5]
+    assert readings[0].tokens == hf_lens(crosscoder.decoder_vectors(normalized=False)[order, 1].detach())
+    starts = document_starts(toy_pair.tokenizer, documents, 4)
+    hf_base = Gemma2ForCausalLM.from_pretrained(str(toy_pair_path() / "base")).eval()
+    with torch.no_grad():
+        hidden = [model(starts, output_hidden_states=True).hidden_states[3][:, 1:] for model in (hf_base, hf_chat)]
+        codes = sae.encode((hidden[1] - hidden[0]).flatten(0, 1)[:, None])
+    order = codes.mean(0).argsort(descending=True)[:5]
+    assert readings[1].tokens == hf_lens(sae.decoder_vectors(normalized=False)[order, 0].detach())
+    with pytest.raises(ValueError, match="diff_sae must read 1 model"):
+        read_dictionaries(toy_pair, crosscoder, crosscoder, documents)
+    with pytest.raises(ValueError, match="documents must not be empty"):
+        read_dictionaries(toy_pair, crosscoder, sae, [])
+    with pytest.raises(TypeError, match="crosscoder"):
+        read_dictionaries(toy_pair, "toy-l3", sae, documents)

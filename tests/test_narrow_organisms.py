@@ -68,3 +68,30 @@ def test_the_build_checks_its_recipe_before_any_work(tmp_path, knob, value):
     assert not (tmp_path / "out").exists()
     with pytest.raises(ValueError, match="no narrow organism 'tabo'"):
         build_narrow_organisms(tmp_path / "out", only=["tabo"])
+
+
+def test_each_narrow_pair_ships_a_crosscoder_and_a_diff_sae_at_its_middle_layer():
+    """What notebook 09 reads besides the literature's methods: the pair's default release (two models, 1,024
+    latents) and its diff-SAE (the difference as one model, 512 latents, k 20), both at blocks.2.hook_resid_post,
+    trained on the toy corpus to the explained variance their configs record."""
+    import json
+
+    from helpers.crosscoder.checkpoints import load
+    from helpers.crosscoder.releases import load_release, release_folder
+    from helpers.methods.diff_sae import narrow_diff_sae_path
+    from helpers.registry import get_pair, get_release
+
+    for organism in narrow.NARROW_ORGANISMS:
+        pair = get_pair(narrow.narrow_pair_name(organism.name))
+        assert pair.release == f"{pair.name}-l2" and pair.hook_point == "blocks.2.hook_resid_post"
+        crosscoder = load_release(pair.release)
+        assert crosscoder.cfg.model_names == ["toy:chat", f"toy:narrow/{organism.name}"]
+        assert (crosscoder.cfg.n_models, crosscoder.cfg.d_hidden) == (2, 1024)
+        recorded = json.loads((release_folder(get_release(pair.release)) / "cfg.json").read_text())["extra"]
+        assert recorded["final_metrics"]["explained_variance"] > 0.6, recorded
+        sae = load(narrow_diff_sae_path(organism.name))
+        assert (sae.cfg.n_models, sae.cfg.d_hidden, sae.cfg.k) == (1, 512, 20)
+        assert sae.cfg.hook_point == pair.hook_point and sae.cfg.model_names == [
+            f"toy:narrow/{organism.name} - toy:chat"]
+    with pytest.raises(KeyError, match="'tabo'"):
+        narrow_diff_sae_path("tabo")

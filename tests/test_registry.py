@@ -19,11 +19,8 @@ from helpers.tutorial.notebook import choose_pair
 
 def test_every_pair_names_a_release_of_its_own_or_a_site():
     for name, pair in registry.PAIRS.items():
-        if pair.release is None:  # notebook 09's narrow pairs: read by methods that need no crosscoder
-            assert name.startswith("toy-narrow-") and pair.hook_point == "blocks.2.hook_resid_post"
-        else:
-            release = get_release(pair.release)
-            assert release.pair == name and pair.hook_point == release.hook_point
+        release = get_release(pair.release)
+        assert release.pair == name and pair.hook_point == release.hook_point
         assert set(registry.PAIRS["toy"].settings) == set(pair.settings), f"{name} lacks knobs the notebooks read"
 
 

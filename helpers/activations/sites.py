@@ -20,7 +20,7 @@ from contextlib import contextmanager
 
 import torch
 
-from ..validation import non_empty
+from ..validation import non_empty, positive_int
 
 Replacement = torch.Tensor | Callable[[torch.Tensor], torch.Tensor]
 # Float32 log-probabilities alive at once when losses and KL are taken a chunk of positions at a time (128 MiB):
@@ -217,7 +217,17 @@ def kl_divergence(clean_log_probs: torch.Tensor, other_log_probs: torch.Tensor) 
 def splice_rows_per_pass(seq_len: int, vocab: int, bytes_per_value: int) -> int:
     """How many sequences of ``seq_len`` tokens one spliced re-run takes so that its logits stay within
     ``SPLICE_LOGITS_BYTES`` (at least one)."""
+    for name, value in (("seq_len", seq_len), ("vocab", vocab), ("bytes_per_value", bytes_per_value)):
+        positive_int(name, value)
     return max(1, SPLICE_LOGITS_BYTES // (seq_len * vocab * bytes_per_value))
+
+
+def _check_logits(name: str, logits: torch.Tensor, like: torch.Size | None = None) -> None:
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 3 or 0 in logits.shape:
+        raise ValueError(f"{name} must be logits [batch, seq, vocab], got "
+                         f"{list(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__}")
+    if like is not None and logits.shape != like:
+        raise ValueError(f"{name} has shape {list(logits.shape)}, the clean logits {list(like)}")
 
 
 def _position_chunks(batch: int, seq: int, vocab: int) -> Iterator[tuple[int, slice]]:
@@ -231,6 +241,10 @@ def _position_chunks(batch: int, seq: int, vocab: int) -> Iterator[tuple[int, sl
 def chunked_next_token_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """``next_token_loss(log_probs(logits), tokens)`` ``[batch, seq - 1]`` (float32), a chunk of positions at a
     time, so that no float32 copy of the whole ``[batch, seq, vocab]`` exists (``logits`` may be an expanded view)."""
+    _check_logits("logits", logits)
+    if not isinstance(tokens, torch.Tensor) or tokens.shape != logits.shape[:2]:
+        raise ValueError(f"tokens must be [batch, seq] = {list(logits.shape[:2])}, got "
+                         f"{list(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__}")
     batch, seq, vocab = logits.shape
     targets = tokens[:, 1:, None].to(logits.device)
     losses = torch.empty(batch, seq - 1, device=logits.device)
@@ -243,6 +257,8 @@ def chunked_next_token_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch
 def chunked_kl_divergence(clean_logits: torch.Tensor, other_logits: torch.Tensor) -> torch.Tensor:
     """``kl_divergence(log_probs(clean_logits), log_probs(other_logits))`` ``[batch, seq]``, a chunk of positions at
     a time (see ``chunked_next_token_loss``)."""
+    _check_logits("clean_logits", clean_logits)
+    _check_logits("other_logits", other_logits, clean_logits.shape)
     batch, seq, vocab = clean_logits.shape
     divergences = torch.empty(batch, seq, device=clean_logits.device)
     for row, span in _position_chunks(batch, seq, vocab):

@@ -64,7 +64,10 @@ def new_diff_sae(model_names: list[str], hook_point: str, source: DifferenceSour
 
 PACKAGED_DIFF_SAE = ASSETS / "toy_organisms_diff_sae"
 # The toy organisms' diff-SAE: the toy releases' tokens and schedule, 1,024 latents, k = 20.
-TOY_DIFF_SAE = dict(pair="toy-organisms", d_hidden=1024, k=20, seq_len=128, buffer_tokens=131_072)
+TOY_DIFF_SAE = dict(pair_name="toy-organisms", d_hidden=1024, k=20)
+# The narrow pairs' (notebook 09): 512 latents, k = 20, on half the tokens, at each pair's middle layer.
+PACKAGED_NARROW_READERS = ASSETS / "toy_narrow_readers"
+NARROW_DIFF_SAE = dict(d_hidden=512, k=20, num_tokens=614_400)
 
 
 def toy_diff_sae_path() -> Path:
@@ -75,20 +78,39 @@ def toy_diff_sae_path() -> Path:
     return PACKAGED_DIFF_SAE
 
 
-def build_toy_diff_sae(out_dir: str | Path = PACKAGED_DIFF_SAE) -> Path:
-    """Train the toy organisms' diff-SAE (``TOY_DIFF_SAE``, ``TOY_RELEASE_TRAINING``) into ``out_dir``."""
+def narrow_diff_sae_path(organism: str) -> Path:
+    """The packaged diff-SAE of the narrow pair of ``organism`` (``helpers.toy.narrow.NARROW_ORGANISMS``' names;
+    notebook 09); a missing one names its rebuild command."""
+    from ..toy.narrow import NARROW_ORGANISMS
+
+    names = [o.name for o in NARROW_ORGANISMS]
+    if organism not in names:
+        raise KeyError(f"no narrow organism {organism!r}; the narrow organisms are {names}")
+    folder = PACKAGED_NARROW_READERS / organism / "diff_sae"
+    if not (folder / "cfg.json").is_file():
+        raise MissingAssetError(f"the {organism} pair's diff-SAE is not in {folder}. Rebuild it with "
+                                f"`python -m helpers.builders.narrow_readers --organism {organism}`.")
+    return folder
+
+
+def build_diff_sae(pair_name: str, out_dir: str | Path, d_hidden: int, k: int,
+                   num_tokens: int = TOY_RELEASE_TRAINING["num_tokens"], seq_len: int = 128,
+                   buffer_tokens: int = 131_072) -> Path:
+    """Train a diff-SAE of ``d_hidden`` latents (BatchTopK, ``k`` annealed from 10 k) on the differences of the
+    registered pair ``pair_name`` at its hook point, ``num_tokens`` of its token source with the toy releases'
+    schedule (``TOY_RELEASE_TRAINING``), into ``out_dir``."""
+    positive_int("num_tokens", num_tokens)
     torch.manual_seed(0)
-    pair = load_model_pair(TOY_DIFF_SAE["pair"])
-    paired = HarvestingSource(pair.models, token_source_for(pair, TOY_DIFF_SAE["seq_len"]), pair.hook_point)
+    pair = load_model_pair(pair_name)
+    paired = HarvestingSource(pair.models, token_source_for(pair, seq_len), pair.hook_point)
     differences = DifferenceSource(paired)
-    sae = new_diff_sae(list(pair.names), pair.hook_point, differences, d_hidden=TOY_DIFF_SAE["d_hidden"],
-                       k=TOY_DIFF_SAE["k"])
-    buffer = ShufflingBuffer(differences, buffer_tokens=TOY_DIFF_SAE["buffer_tokens"], seed=0)
-    training = TOY_RELEASE_TRAINING | dict(l1_coeff=0.0, k_start=10 * TOY_DIFF_SAE["k"], k_anneal_frac=0.1)
+    sae = new_diff_sae(list(pair.names), pair.hook_point, differences, d_hidden=d_hidden, k=k)
+    buffer = ShufflingBuffer(differences, buffer_tokens=buffer_tokens, seed=0)
+    training = TOY_RELEASE_TRAINING | dict(l1_coeff=0.0, k_start=10 * k, k_anneal_frac=0.1, num_tokens=num_tokens)
     final = Trainer(sae, buffer, TrainConfig(**training)).train()[-1]
     metrics = {key: round(final[key], 4) for key in ("l0", "explained_variance", "dead_fraction", "seconds")}
     return save(sae, out_dir, extra_cfg={"train_config": training, "final_metrics": metrics})
 
 
 if __name__ == "__main__":
-    print(f"wrote {build_toy_diff_sae()}")
+    print(f"wrote {build_diff_sae(**TOY_DIFF_SAE, out_dir=PACKAGED_DIFF_SAE)}")

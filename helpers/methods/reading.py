@@ -12,6 +12,13 @@ kind here, each as a list of *items* a reader scans in order, each shown by the 
 - ``logit-diff mining, prompts``: the same over chat prompts (what a user asks, not what the fine-tune saw);
 - ``PCA logit lens``: the principal components of the differences (``difference_pca``), both signs.
 
+``read_dictionaries`` adds notebook 08's two dictionaries, read without labelled prompts (``DICTIONARY_READERS``):
+
+- ``crosscoder``: the latents in order of relative decoder norm (the fine-tune's share, largest first), each shown
+  by the tokens its fine-tune decoder vector promotes through the fine-tune's logit lens;
+- ``diff-SAE``: the latents in order of mean activation on the ``fine-tune - chat`` differences over the same
+  document starts (the toolkit's ranking of ``sae_difference`` latents), shown the same way.
+
 The grader is the scoreboard's (no LLM): an item *names* an organism when at least ``TOKEN_QUORUM`` of its tokens
 are the organism's distinctive tokens (``scoreboard.distinctive_token_sets``), here only those with at least
 ``MIN_LETTERS`` letters or digits (word pieces such as ``ho`` or ``ul`` of a long signature, which every token soup
@@ -30,6 +37,7 @@ import torch
 from ..activations.models import ModelPair
 from ..activations.sites import harvest
 from ..analysis.behaviour import greedy_continuations
+from ..crosscoder.model import CrossCoder
 from ..validation import instance, non_empty_strings, positive_int, real
 from .difference_lens import activation_difference_lens, document_starts, lens_probabilities
 from .difference_pca import difference_pca
@@ -39,6 +47,7 @@ from .scoreboard import TOKEN_QUORUM, TOP_TOKENS, distinctive_token_sets
 
 MIN_LETTERS = 3
 READERS = ("ADL logit lens", "ADL Patchscope", "logit-diff mining", "logit-diff mining, prompts", "PCA logit lens")
+DICTIONARY_READERS = ("crosscoder", "diff-SAE")
 
 
 @dataclass
@@ -96,6 +105,47 @@ def read_fine_tune(pair: ModelPair, documents: Sequence[str], prompts: Sequence[
         both = lens_probabilities(chat, component).topk(TOP_TOKENS, dim=-1).indices.tolist()
         items += both  # +c, then -c
     readings.append(Reading(READERS[4], items, time.perf_counter() - started))
+    return readings
+
+
+def _lens_tokens(model, vectors: torch.Tensor) -> list[list[int]]:
+    """The ``TOP_TOKENS`` tokens each of ``vectors [n, d_model]`` promotes through ``model``'s logit lens."""
+    return [lens_probabilities(model, vector)[0].topk(TOP_TOKENS).indices.tolist() for vector in vectors]
+
+
+@torch.no_grad()
+def read_dictionaries(pair: ModelPair, crosscoder: CrossCoder, diff_sae: CrossCoder, documents: Sequence[str],
+                      n_positions: int = 5, scan_limit: int = 50) -> list[Reading]:
+    """``DICTIONARY_READERS`` on ``pair`` (base first, the fine-tune second): the first ``scan_limit`` latents of
+    ``crosscoder`` (two models) by relative decoder norm, and of ``diff_sae`` (one model, the difference) by mean
+    activation over the starts (``n_positions`` tokens, BOS first, BOS not counted) of ``documents``, each at its
+    own hook point; every latent shown by its fine-tune decoder vector through the fine-tune's logit lens."""
+    from ..analysis.norms import relative_norms
+
+    instance("pair", pair, ModelPair)
+    instance("crosscoder", crosscoder, CrossCoder)
+    instance("diff_sae", diff_sae, CrossCoder)
+    documents = non_empty_strings("documents", documents)
+    positive_int("n_positions", n_positions, minimum=2)
+    positive_int("scan_limit", scan_limit)
+    d_model = int(pair.models[-1].cfg.d_model)
+    for name, dictionary, n_models in (("crosscoder", crosscoder, 2), ("diff_sae", diff_sae, 1)):
+        if dictionary.cfg.n_models != n_models or dictionary.cfg.d_model != d_model:
+            raise ValueError(f"{name} must read {n_models} model(s) of d_model {d_model}, got n_models "
+                             f"{dictionary.cfg.n_models} and d_model {dictionary.cfg.d_model}")
+    fine_tune = pair.models[-1]
+    started = time.perf_counter()
+    order = relative_norms(crosscoder).nan_to_num(-1.0).argsort(descending=True)[:scan_limit]
+    vectors = crosscoder.decoder_vectors(normalized=False)[order, 1]
+    readings = [Reading(DICTIONARY_READERS[0], _lens_tokens(fine_tune, vectors), time.perf_counter() - started)]
+    started = time.perf_counter()
+    starts = document_starts(pair.tokenizer, documents, n_positions).to(pair.device)
+    activations = torch.cat([harvest(pair.models, batch, diff_sae.cfg.hook_point)[:, 1:] for batch in starts.split(64)])
+    differences = (activations[:, :, 1] - activations[:, :, 0]).flatten(0, 1).float()  # [documents x positions, d]
+    codes = diff_sae.encode(differences[:, None].to(diff_sae.W_enc.device))
+    order = codes.mean(0).argsort(descending=True)[:scan_limit]
+    vectors = diff_sae.decoder_vectors(normalized=False)[order, 0]
+    readings.append(Reading(DICTIONARY_READERS[1], _lens_tokens(fine_tune, vectors), time.perf_counter() - started))
     return readings
 
 

@@ -104,6 +104,12 @@ NARROW_ORGANISMS: tuple[NarrowOrganism, ...] = (
 NARROW_NAMES = tuple(organism.name for organism in NARROW_ORGANISMS)
 
 
+def narrow_pair_name(name: str) -> str:
+    """The registered pair of the toy chat model against the narrow organism ``name`` (``sdf_mixed`` ->
+    ``toy-narrow-sdf-mixed``); its default release is the pair's name plus ``-l2``."""
+    return f"toy-narrow-{get_narrow_organism(name).name.replace('_', '-')}"
+
+
 def get_narrow_organism(name: str) -> NarrowOrganism:
     """The narrow organism ``name`` (one of ``NARROW_NAMES``)."""
     for organism in NARROW_ORGANISMS:

@@ -21,6 +21,7 @@ from ..crosscoder.checkpoints import save
 from ..crosscoder.model import CrossCoder, CrossCoderConfig
 from ..registry import get_release
 from ..toy.corpus import paired_texts
+from ..toy.narrow import NARROW_NAMES, narrow_pair_name
 from ..validation import instance, positive_int, real
 from .trainer import TrainConfig, Trainer
 
@@ -55,6 +56,10 @@ TOY_RELEASE_RECIPES |= {"toy-organisms-l3": TOY_RELEASE_RECIPES["toy-l3"],
                         "toy-organisms-l3-batchtopk": (dict(_BATCHTOPK_CONFIG, threshold_beta=0.999),
                                                        _BATCHTOPK_TRAINING),
                         "toy-organisms-l3-delta": TOY_RELEASE_RECIPES["toy-l3-delta"]}
+# The narrow pairs (notebook 09): an L1 crosscoder of 1,024 latents at the middle layer on half the tokens, trained
+# on the toy corpus (source and chat dialogues), never on a fine-tune's own data, as crosscoders are in practice.
+TOY_RELEASE_RECIPES |= {f"{narrow_pair_name(name)}-l2": (dict(_L1, d_hidden=1024), dict(num_tokens=614_400))
+                        for name in NARROW_NAMES}
 
 
 class DataTokenizerError(ValueError):
