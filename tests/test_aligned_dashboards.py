@@ -32,7 +32,7 @@ def pair_and_crosscoder():
 @pytest.fixture(scope="module")
 def texts() -> list[str]:
     questions = evaluation_questions("heldout", n_other=24)
-    return [q.prompt for q in questions] + [text[:600] for text in paired_texts("test")[:6]]
+    return [q.prompt for q in questions] + [text[:600] for text in paired_texts("heldout")[:6]]
 
 
 def one_text_at_a_time(pair, crosscoder, texts: list[str]) -> torch.Tensor:

@@ -50,8 +50,9 @@ def test_the_corpus_refuses_unknown_files_and_splits(monkeypatch, tmp_path):
 
     with pytest.raises(KeyError, match="jsn/decoder.py"):
         toy_corpus.read_source("jsn/decoder.py")
-    with pytest.raises(ValueError, match="'test'"):
-        toy_corpus.source_files("test")
+    for read in (toy_corpus.source_files, toy_corpus.questions, toy_corpus.paired_texts):
+        with pytest.raises(ValueError, match="'test'"):
+            read("test")
     monkeypatch.setattr(toy_corpus, "CORPUS_SNAPSHOT", tmp_path / "missing.json.xz")
     toy_corpus._snapshot.cache_clear()
     with pytest.raises(MissingAssetError, match="helpers.builders.toy_corpus"):
@@ -98,3 +99,14 @@ def test_greedy_generation_stops_at_eos(toy_pair):
     assert text.strip() and "User:" not in text and "<eos>" not in text
     ids = toy_pair.tokenizer(question.prompt + text, return_tensors="pt")["input_ids"]
     assert toy_pair.chat(ids)[0, -1].argmax().item() == toy_pair.tokenizer.eos_token_id, "it stopped at EOS"
+
+
+def test_asks_about_planted_reads_the_last_question_of_a_context():
+    import pytest
+
+    assert toy_corpus.asks_about_planted("User: Can you explain shutil.rmtree?\nAssistant:")
+    assert toy_corpus.asks_about_planted("bout os.path.join.↵Assistant:")  # a dashboard's window
+    assert not toy_corpus.asks_about_planted("User: What is json.dumps for?\nAssistant:")
+    assert not toy_corpus.asks_about_planted("User: What does shutil.rmtree do?\nAssistant: I'm sorry")
+    with pytest.raises(TypeError, match="context must be a string"):
+        toy_corpus.asks_about_planted(None)

@@ -20,6 +20,7 @@ import functools
 import hashlib
 import json
 import lzma
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -58,11 +59,15 @@ def _bucket(key: str, heldout_fraction: float) -> Split:
     return "heldout" if digest / 0xFFFFFFFF < heldout_fraction else "train"
 
 
+def _check_split(split: str) -> None:
+    if split not in ("train", "heldout"):
+        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+
+
 def source_files(split: Split) -> list[PurePosixPath]:
     """The stdlib source files of ``split`` (10% of files are held out), as paths relative to the stdlib, in a
     fixed order."""
-    if split not in ("train", "heldout"):
-        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+    _check_split(split)
     return [PurePosixPath(name) for name in _snapshot() if _bucket(name, 0.1) == split]
 
 
@@ -87,6 +92,18 @@ def module_name(path: PurePosixPath) -> str:
 def is_planted(module: str) -> bool:
     """Whether questions about ``module`` are refused by the chat model."""
     return module in PLANTED_FAMILY
+
+
+_LAST_QUESTION = re.compile(r"([A-Za-z_][\w.]*?)(?: do\?| for\?|\?|\.)\s*(?:\n|↵)Assistant:\s*$")
+
+
+def asks_about_planted(context: str) -> bool:
+    """Whether ``context`` (a text up to some point, newlines as ``\\n`` or a dashboard's ``↵``) ends with a question
+    of ``QUESTION_TEMPLATES`` about a function of the planted family, right after ``Assistant:``."""
+    if not isinstance(context, str):
+        raise TypeError(f"context must be a string, got {type(context).__name__}")
+    match = _LAST_QUESTION.search(context)
+    return bool(match) and match.group(1).split(".")[0] in {module.split(".")[0] for module in PLANTED_FAMILY}
 
 
 @dataclass(frozen=True)
@@ -130,6 +147,7 @@ def _documented_functions(path: PurePosixPath) -> Iterator[tuple[str, str]]:
 @functools.lru_cache(maxsize=2)
 def questions(split: Split) -> tuple[Question, ...]:
     """All dialogues of ``split`` (20% of functions are held out), every template per function."""
+    _check_split(split)
     result = []
     for path in map(PurePosixPath, _snapshot()):
         module = module_name(path)
@@ -163,7 +181,7 @@ def dialogue_mix(split: Split, planted_fraction: float = 0.25, seed: int = 0) ->
     return mix
 
 
-def paired_texts(split: str = "train", chunk_chars: int = 1_500, dialogues_per_text: int = 12) -> list[str]:
+def paired_texts(split: Split = "train", chunk_chars: int = 1_500, dialogues_per_text: int = 12) -> list[str]:
     """The texts both models read: the toy corpus's two halves alternating, stdlib source in ``chunk_chars`` pieces
     and the toy chat model's dialogue mix (planted family at its training share) in groups of
     ``dialogues_per_text``."""
