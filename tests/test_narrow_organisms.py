@@ -95,3 +95,15 @@ def test_each_narrow_pair_ships_a_crosscoder_and_a_diff_sae_at_its_middle_layer(
             f"toy:narrow/{organism.name} - toy:chat"]
     with pytest.raises(KeyError, match="'tabo'"):
         narrow_diff_sae_path("tabo")
+
+
+def test_the_readers_build_checks_its_organisms_and_folder_before_any_training(tmp_path):
+    from helpers.builders.narrow_readers import build_narrow_readers
+
+    with pytest.raises(ValueError, match="'tabo'"):
+        build_narrow_readers(["tabo"], tmp_path)
+    with pytest.raises(ValueError, match=r"got \[\]"):
+        build_narrow_readers([], tmp_path)
+    with pytest.raises(FileNotFoundError, match="missing"):
+        build_narrow_readers(["taboo"], tmp_path / "missing" / "readers")
+    assert not any(tmp_path.iterdir())
