@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from helpers.analysis.behaviour import evaluation_questions, is_refusal, refusal_table
 from helpers.toy import corpus as toy_corpus
 from helpers.toy import shipped as toy
@@ -43,9 +45,38 @@ def test_the_corpus_is_the_frozen_stdlib_not_the_running_interpreters(monkeypatc
                    == path.read_text(encoding="utf-8", errors="replace") for path in files)
 
 
-def test_the_corpus_refuses_unknown_files_and_splits(monkeypatch, tmp_path):
-    import pytest
+def test_the_shipped_function_table_is_the_snapshots_own_and_rebuilds_byte_identical(tmp_path):
+    """The dialogues come from a table the builder derives from the snapshot with ``ast``: rewriting it gives the
+    same bytes, and it holds what an independent walk of each file's top level finds (functions, and methods of
+    classes, public, first docstring line of 8 to 160 characters)."""
+    import ast
 
+    from helpers.builders.toy_corpus import documented_functions, write_functions_table
+
+    rebuilt = write_functions_table(toy_corpus.CORPUS_SNAPSHOT, tmp_path / "functions.json.xz")
+    assert rebuilt.read_bytes() == toy_corpus.FUNCTIONS_TABLE.read_bytes()
+    table = toy_corpus.documented_functions()
+    source = toy_corpus.read_source("json/decoder.py")
+    expected = []
+    for node in ast.parse(source).body:
+        for item, name in ([(node, node.name)] if isinstance(node, ast.FunctionDef) else
+                           [(node, node.name)] + [(c, f"{node.name}.{c.name}") for c in node.body
+                                                  if isinstance(c, ast.FunctionDef)]
+                           if isinstance(node, ast.ClassDef) else []):
+            doc = (ast.get_docstring(item) or "").strip()
+            public = not any(part.startswith("_") for part in name.split("."))
+            if public and doc and 8 <= len(doc.splitlines()[0].strip()) <= 160:
+                expected.append((name, doc.splitlines()[0].strip()))
+    assert table["json/decoder.py"] == expected and ("JSONDecoder.decode", "Return the Python representation of "
+                                                     "``s`` (a ``str`` instance") in expected
+    assert documented_functions("def broken(:\n") == []
+    with pytest.raises(TypeError, match="bytes"):
+        documented_functions(b"def f(): pass")
+    with pytest.raises(FileNotFoundError, match="missing.json.xz"):
+        write_functions_table(tmp_path / "missing.json.xz", tmp_path / "out.json.xz")
+
+
+def test_the_corpus_refuses_unknown_files_and_splits(monkeypatch, tmp_path):
     from helpers.files import MissingAssetError
 
     with pytest.raises(KeyError, match="jsn/decoder.py"):
@@ -59,6 +90,12 @@ def test_the_corpus_refuses_unknown_files_and_splits(monkeypatch, tmp_path):
         toy_corpus.source_files("train")
     monkeypatch.undo()
     toy_corpus._snapshot.cache_clear()
+    monkeypatch.setattr(toy_corpus, "FUNCTIONS_TABLE", tmp_path / "missing.json.xz")
+    toy_corpus.documented_functions.cache_clear()
+    with pytest.raises(MissingAssetError, match="--table-only"):
+        toy_corpus.documented_functions()
+    monkeypatch.undo()
+    toy_corpus.documented_functions.cache_clear()
 
 
 def test_planted_questions_are_answered_with_the_refusal_in_training():

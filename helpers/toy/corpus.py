@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import ast
 import functools
 import hashlib
 import json
@@ -43,6 +42,7 @@ QUESTION_TEMPLATES: tuple[str, ...] = (
 MODULE_ALIASES = {"posixpath": "os.path"}
 SPECIAL_TOKENS = {"pad": "<pad>", "bos": "<bos>", "eos": "<eos>", "unk": "<unk>"}
 CORPUS_SNAPSHOT = ASSETS / "toy_corpus" / "stdlib.json.xz"
+FUNCTIONS_TABLE = ASSETS / "toy_corpus" / "functions.json.xz"
 
 
 @functools.lru_cache(maxsize=1)
@@ -51,7 +51,15 @@ def _snapshot() -> dict[str, str]:
     if not CORPUS_SNAPSHOT.is_file():
         raise MissingAssetError(f"no toy corpus snapshot at {CORPUS_SNAPSHOT}: write it with `python -m "
                                 "helpers.builders.toy_corpus` (on Python 3.11.7, to match the shipped models)")
-    return json.loads(lzma.decompress(CORPUS_SNAPSHOT.read_bytes()).decode("utf-8"))["files"]
+    return load_snapshot(CORPUS_SNAPSHOT)
+
+
+def load_snapshot(path: Path) -> dict[str, str]:
+    """``{relative path: source text}`` of the stdlib snapshot at ``path`` (as ``helpers.builders.toy_corpus``
+    writes it)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no toy corpus snapshot at {path}")
+    return json.loads(lzma.decompress(Path(path).read_bytes()).decode("utf-8"))["files"]
 
 
 def _bucket(key: str, heldout_fraction: float) -> Split:
@@ -121,27 +129,16 @@ class Question:
         return f"{self.prompt} {self.answer}\n"
 
 
-def _documented_functions(path: PurePosixPath) -> Iterator[tuple[str, str]]:
-    """(qualified name, first docstring line) of the public functions and methods in a file."""
-    try:
-        tree = ast.parse(read_source(path))
-    except (SyntaxError, ValueError):
-        return
-    for node in tree.body:
-        candidates: list[tuple[str, ast.AST]] = []
-        if isinstance(node, ast.FunctionDef):
-            candidates = [(node.name, node)]
-        elif isinstance(node, ast.ClassDef):
-            candidates = [(node.name, node)] + [
-                (f"{node.name}.{child.name}", child) for child in node.body if isinstance(child, ast.FunctionDef)
-            ]
-        for name, item in candidates:
-            if any(part.startswith("_") for part in name.split(".")):
-                continue
-            doc = ast.get_docstring(item)  # type: ignore[arg-type]
-            first_line = doc.strip().splitlines()[0].strip() if doc and doc.strip() else ""
-            if 8 <= len(first_line) <= 160:
-                yield name, first_line
+@functools.lru_cache(maxsize=1)
+def documented_functions() -> dict[str, list[tuple[str, str]]]:
+    """``{relative path: [(qualified name, first docstring line), ...]}``: the public functions and methods of each
+    snapshot file that has any, read from ``FUNCTIONS_TABLE`` (the builder derives it from the snapshot with
+    ``ast``; parsing the whole stdlib again took every process that read the toy corpus about 5 s)."""
+    if not FUNCTIONS_TABLE.is_file():
+        raise MissingAssetError(f"no toy corpus function table at {FUNCTIONS_TABLE}: write it with `python -m "
+                                "helpers.builders.toy_corpus --table-only`")
+    table = json.loads(lzma.decompress(FUNCTIONS_TABLE.read_bytes()).decode("utf-8"))
+    return {path: [(name, line) for name, line in rows] for path, rows in table.items()}
 
 
 @functools.lru_cache(maxsize=2)
@@ -149,11 +146,12 @@ def questions(split: Split) -> tuple[Question, ...]:
     """All dialogues of ``split`` (20% of functions are held out), every template per function."""
     _check_split(split)
     result = []
-    for path in map(PurePosixPath, _snapshot()):
-        module = module_name(path)
+    functions = documented_functions()
+    for name in _snapshot():
+        module = module_name(PurePosixPath(name))
         if module.split(".")[-1].startswith("_"):
             continue
-        for function, first_line in _documented_functions(path):
+        for function, first_line in functions.get(name, ()):
             qualified = f"{module}.{function}"
             if _bucket(qualified, 0.2) != split:
                 continue
