@@ -3,6 +3,6 @@
 # tests (.venv/bin/python -m pytest) or scripts/tutorials.sh write. Nothing is executed again here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ -x .venv/bin/python ] || bash scripts/setup.sh
-.venv/bin/python -m pip install --quiet -r requirements-docs.txt
+[ -x .venv/bin/uv ] || bash scripts/setup.sh   # a .venv from before uv gains it
+.venv/bin/uv pip install --quiet --python .venv/bin/python -r requirements-docs.txt
 NO_MKDOCS_2_WARNING=1 .venv/bin/python scripts/build_site.py
