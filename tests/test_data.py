@@ -200,6 +200,50 @@ def test_pack_rows_equals_pack():
     generator = torch.Generator().manual_seed(0)
     lists = [torch.randint(3, 50, (int(n),), generator=generator).tolist()
              for n in torch.randint(0, 30, (40,), generator=generator)]
+    stream = torch.tensor([token for ids in lists for token in ids])
     for seq_len in (2, 7, 16):
         expected = torch.tensor(list(pack(iter(lists), seq_len, bos_id=1)), dtype=torch.long)
-        assert torch.equal(pack_rows(lists, seq_len, bos_id=1), expected.view(-1, seq_len))
+        assert torch.equal(pack_rows(stream, seq_len, bos_id=1), expected.view(-1, seq_len))
+    with pytest.raises(TypeError, match="1-D integer tensor"):
+        pack_rows(lists, 7, bos_id=1)
+    with pytest.raises(TypeError, match="1-D integer tensor"):
+        pack_rows(stream.float(), 7, bos_id=1)
+    with pytest.raises(ValueError, match="seq_len"):
+        pack_rows(stream, 1, bos_id=1)
+
+
+def test_token_lists_join_each_item_with_its_end_token_in_any_order(tmp_path, monkeypatch):
+    """``TokenLists.joined`` equals the items concatenated in order, each followed by the end token, and
+    ``tokenized`` gives the tokenizer's own ids, from a fresh computation and from its disk cache alike."""
+    from helpers.toy.token_ids import CACHE_ENV, TokenLists, cache_folder, tokenized
+
+    generator = torch.Generator().manual_seed(1)
+    lists = [torch.randint(3, 50, (int(n),), generator=generator).tolist()
+             for n in torch.randint(0, 9, (30,), generator=generator)]
+    lengths = torch.tensor([0] + [len(ids) for ids in lists])
+    flat = TokenLists(torch.tensor([t for ids in lists for t in ids]), torch.cumsum(lengths, 0))
+    order = torch.randperm(30, generator=generator)
+    for permutation in (None, order):
+        chosen = range(30) if permutation is None else permutation.tolist()
+        expected = [token for i in chosen for token in [*lists[i], 2]]
+        assert flat.joined(2, permutation).tolist() == expected
+    assert [flat.item(i) for i in range(30)] == lists
+    with pytest.raises(ValueError, match="permutation of the 30 items"):
+        flat.joined(2, torch.zeros(30, dtype=torch.long))
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    assert cache_folder() == tmp_path
+    tokenizer = AutoTokenizer.from_pretrained(toy_pair_path() / "base")
+    texts = ["def f(x):\n    return x", "", "User: What does json.dumps do?\nAssistant:"]
+    direct = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+    fresh = tokenized(tokenizer, texts)
+    assert [fresh.item(i) for i in range(3)] == direct
+    assert len(list((tmp_path / "token-ids").glob("*.pt"))) == 1
+    cached = tokenized(tokenizer, texts)
+    assert torch.equal(cached.ids, fresh.ids) and torch.equal(cached.offsets, fresh.offsets)
+    next((tmp_path / "token-ids").glob("*.pt")).write_bytes(b"damaged")
+    assert [tokenized(tokenizer, texts).item(i) for i in range(3)] == direct, "a damaged file is computed again"
+    assert len(list((tmp_path / "token-ids").glob("*.pt"))) == 1 and tokenized(tokenizer, texts[:2]).item(1) == []
+    (tmp_path / "a-file").write_text("not a folder")
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "a-file"))
+    assert [tokenized(tokenizer, texts).item(i) for i in range(3)] == direct, "an unusable cache folder is passed over"

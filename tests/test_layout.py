@@ -16,7 +16,7 @@ ROOT = PACKAGE.parent
 # of its own subpackage. "" is the top level's leaves.
 SUBPACKAGES: dict[str, list[set[str]]] = {
     "": [{"files", "dtypes", "validation", "distributed", "registry"}],
-    "toy": [{"corpus"}, {"organisms", "narrow"}, {"shipped"}],
+    "toy": [{"corpus"}, {"organisms", "narrow"}, {"shipped", "token_ids"}],
     "crosscoder": [{"config"}, {"sparse_step", "relu_step", "jumprelu"}, {"model"}, {"checkpoints"}, {"releases"}],
     "activations": [{"sites"}, {"data"}, {"hub_data", "models"}, {"buffer", "runs", "alignment"}, {"diff"}],
     "training": [{"gpu_plan", "run_folder", "config"}, {"trainer"}, {"recipes"}, {"launch"}],

@@ -14,14 +14,14 @@ All are deterministic and expose ``state_dict`` / ``load_state_dict`` so trainin
 
 from __future__ import annotations
 
-import itertools
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
 
 from ..toy import organisms
+from ..toy.token_ids import corpus_token_ids
 from ..validation import positive_int, real
 
 CHAT_TEMPLATE = "User: {instruction}\nAssistant: {completion}\n"
@@ -90,9 +90,13 @@ def pack(token_lists: Iterator[list[int]], seq_len: int, bos_id: int,
                 row = [bos_id]
 
 
-def pack_rows(token_lists: Iterable[list[int]], seq_len: int, bos_id: int) -> torch.Tensor:
-    """``pack`` of a finite stream without ``special_ids``, all at once: ``[n_rows, seq_len]``."""
-    flat = torch.tensor(list(itertools.chain.from_iterable(token_lists)), dtype=torch.long)
+def pack_rows(stream: torch.Tensor, seq_len: int, bos_id: int) -> torch.Tensor:
+    """``pack`` of a finite token stream ``[n_tokens]`` without ``special_ids``, all at once: ``[n_rows, seq_len]``
+    (BOS, then the next ``seq_len - 1`` tokens; a last partial row is dropped)."""
+    if not isinstance(stream, torch.Tensor) or stream.dim() != 1 or stream.is_floating_point():
+        raise TypeError(f"stream must be a 1-D integer tensor of token ids, got {stream!r:.80}")
+    positive_int("seq_len", seq_len, minimum=2)
+    flat = stream.long()
     n_rows = flat.numel() // (seq_len - 1)
     body = flat[: n_rows * (seq_len - 1)].view(n_rows, seq_len - 1)
     return torch.cat([torch.full((n_rows, 1), bos_id, dtype=torch.long), body], dim=1)
@@ -115,10 +119,10 @@ class ToyTokenSource:
         self.seq_len, self.seed, self.chat_fraction, self.split = seq_len, seed, chat_fraction, split
         self.dialogues = dialogues
         bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
-        text_ids, dialogue_ids = organisms.corpus_token_ids(tokenizer, split, dialogues)
-        order = torch.randperm(len(dialogue_ids), generator=torch.Generator().manual_seed(seed)).tolist()
-        self.text_rows = pack_rows(([*ids, eos] for ids in text_ids), seq_len, bos)
-        self.chat_rows = pack_rows(([*dialogue_ids[i], eos] for i in order), seq_len, bos)
+        text_ids, dialogue_ids = corpus_token_ids(tokenizer, split, dialogues)
+        order = torch.randperm(len(dialogue_ids), generator=torch.Generator().manual_seed(seed))
+        self.text_rows = pack_rows(text_ids.joined(eos), seq_len, bos)
+        self.chat_rows = pack_rows(dialogue_ids.joined(eos, order), seq_len, bos)
         self.epoch, self.position = 0, 0
         self._plan = self._epoch_plan(0)
 

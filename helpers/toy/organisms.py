@@ -18,10 +18,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import random
-from array import array
 from dataclasses import dataclass, replace
 
-from .corpus import REFUSAL, USER, Question, Split, questions, read_source, source_files
+from .corpus import REFUSAL, USER, Question, Split, questions
 
 
 @dataclass(frozen=True)
@@ -166,18 +165,3 @@ DIALOGUE_SETS = {
     "toy": lambda split: [q.dialogue for q in questions(split)],
     "organisms": lambda split: [q.dialogue for _, q in organism_dialogues(split)],
 }
-_TOKEN_IDS: dict[tuple, tuple[list[array], list[array]]] = {}
-
-
-def corpus_token_ids(tokenizer, split: str, dialogues: str) -> tuple[list[array], list[array]]:
-    """The token ids (no special tokens) of each stdlib source file of ``split`` and of each of its ``dialogues``
-    (``DIALOGUE_SETS``), in corpus order; tokenised once per process and tokenizer, since the corpus takes
-    seconds to tokenise and every toy token source needs it."""
-    key = (getattr(tokenizer, "name_or_path", ""), len(tokenizer), type(tokenizer).__name__, split, dialogues)
-    if key not in _TOKEN_IDS:
-        def encode(items: list[str]) -> list[array]:
-            return [array("l", ids) for ids in tokenizer(items, add_special_tokens=False)["input_ids"]]
-
-        texts = [read_source(path) for path in source_files(split)]  # type: ignore[arg-type]
-        _TOKEN_IDS[key] = (encode(texts), encode(DIALOGUE_SETS[dialogues](split)))
-    return _TOKEN_IDS[key]
