@@ -80,9 +80,17 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The offline Hub rehearsal and what its worker measures are built once for all workers (tests/shared.py): the
+    # first test that needs both runs right after the notebooks and builds them, the others run last, when they
+    # are there, so no worker waits on the lock.
+    needs = [item for item in items if "rehearsal_home" in getattr(item, "fixturenames", ())]
+    builder = next((item for item in needs if "measured" in item.fixturenames), None)
+
     def run_order(item: pytest.Item) -> tuple[int, int]:
         if item.path.suffix == ".ipynb":
             return 0, -NOTEBOOK_SECONDS.get(item.path.parent.name, {}).get(item.path.name[:2], 0)
-        return 1, 0
+        if item is builder:
+            return 1, 0
+        return (3, 0) if item in needs else (2, 0)
 
     items.sort(key=run_order)

@@ -9,21 +9,16 @@ import torch
 
 from helpers.crosscoder.model import CrossCoder, CrossCoderConfig
 
+from .shared import built_once, shared_folder
+
 
 @pytest.fixture(scope="session")
 def rehearsal_home(tmp_path_factory, worker_id: str) -> Path:
     """The offline Hub rehearsal (``helpers.builders.rehearsal``), built once for all pytest-xdist workers."""
-    from filelock import FileLock
-
     from helpers.builders.rehearsal import build
 
-    shared = tmp_path_factory.getbasetemp()
-    shared = shared.parent if worker_id != "master" else shared
-    home = shared / "rehearsal-hf"
-    with FileLock(f"{home}.lock"):
-        if not (home / "registry.yaml").is_file():  # written last: the build finished
-            build(home)
-    return home
+    home = shared_folder(tmp_path_factory, worker_id) / "rehearsal-hf"
+    return built_once(home / "registry.yaml", lambda _: build(home)).parent  # the registry is written last
 
 
 @pytest.fixture

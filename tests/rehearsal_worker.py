@@ -24,6 +24,7 @@ from helpers.builders.rehearsal import (
 )
 from helpers.builders.rehearsal_gemma import token_map
 from helpers.crosscoder.releases import load_release
+from helpers.files import write_atomically
 from helpers.training.recipes import DataTokenizerError, activation_batches
 from helpers.training.trainer import TrainConfig, Trainer
 
@@ -99,4 +100,5 @@ def own_pair() -> dict:
 
 if __name__ == "__main__":
     torch.manual_seed(0)
-    json.dump({"gemma": gemma(), "stand_ins": stand_ins(), "own": own_pair()}, open(sys.argv[1], "w"), indent=1)
+    measured = {"gemma": gemma(), "stand_ins": stand_ins(), "own": own_pair()}
+    write_atomically(sys.argv[1], lambda tmp: tmp.write_text(json.dumps(measured, indent=1)))  # whole or absent

@@ -16,17 +16,22 @@ import pytest
 from helpers.builders.rehearsal import REPLICATION, TOY_L1
 from helpers.crosscoder.releases import load_release
 
+from .shared import built_once, shared_folder
+
 ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")  # session, not module: a worker may run other modules' tests in between
-def measured(rehearsal_home: Path, tmp_path_factory) -> dict:
-    out = tmp_path_factory.mktemp("measured") / "measured.json"
-    env = {**os.environ, "HF_HOME": str(rehearsal_home), "HF_HUB_OFFLINE": "1", "HF_TOKEN": "rehearsal-token",
-           "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1"}
-    done = subprocess.run([sys.executable, "-m", "tests.rehearsal_worker", str(out)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-4000:]
-    return json.loads(out.read_text())
+def measured(rehearsal_home: Path, tmp_path_factory, worker_id: str) -> dict:
+    """What ``tests.rehearsal_worker`` measured, once for all workers."""
+    def measure(out: Path) -> None:
+        env = {**os.environ, "HF_HOME": str(rehearsal_home), "HF_HUB_OFFLINE": "1", "HF_TOKEN": "rehearsal-token",
+               "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1"}
+        done = subprocess.run([sys.executable, "-m", "tests.rehearsal_worker", str(out)], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-4000:]
+
+    return json.loads(built_once(shared_folder(tmp_path_factory, worker_id) / "rehearsal-measured.json",
+                                 measure).read_text())
 
 
 def test_hub_layout_is_the_real_one(rehearsal_home: Path):
