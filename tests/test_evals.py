@@ -91,24 +91,35 @@ def test_reconstruction_metrics_match_direct(trained_like, activations):
 
 
 def test_latent_ablation_matches_a_full_pass_with_a_hook(toy_pair, release, token_batches):
+    """The most frequent latent, and one that fires in only some sequences (only those are run again)."""
+    from helpers.activations.sites import SplicedRunner
+
     tokens = token_batches[0]
     hook = release.cfg.hook_point
     acts = torch.stack([m.run_with_cache(tokens, names_filter=[hook])[1][hook] for m in toy_pair.models], dim=2)
     codes = release.encode(acts.flatten(0, 1)).view(*acts.shape[:2], -1).detach()
     codes[:, 0] = 0
-    latent = int((codes > 0).sum((0, 1)).argmax())
-    effects = latent_ablation_effects(toy_pair, release, [tokens], [latent], progress=False)
-    active = codes[..., latent] > 0
-    for m, model in enumerate(toy_pair.models):
-        vector = release.decoder_vectors(normalized=False)[latent, m].detach()
-        clean = model(tokens)
-        contribution = codes[..., latent, None] * vector
-        ablated = model.run_with_hooks(tokens, fwd_hooks=[(hook, lambda a, hook, c=contribution: a - c)])
-        kl = (clean.log_softmax(-1).exp() * (clean.log_softmax(-1) - ablated.log_softmax(-1))).sum(-1)
-        assert effects.iloc[0, m] == pytest.approx(kl[active].mean().item(), rel=1e-4, abs=1e-7)
-        generated = ablated_logits_fn(toy_pair, release, [latent], model_index=m)(tokens)
-        assert torch.allclose(generated, ablated, atol=1e-4)
-    assert effects.loc[latent, "n_active"] == int(active.sum())
+    rows_fired = (codes > 0).any(1).sum(0)  # [d_hidden]: sequences each latent fired in
+    partial = int(((rows_fired > 0) & (rows_fired < tokens.shape[0])).nonzero()[0])
+    for latent in (int((codes > 0).sum((0, 1)).argmax()), partial):
+        effects = latent_ablation_effects(toy_pair, release, [tokens], [latent], progress=False)
+        active = codes[..., latent] > 0
+        for m, model in enumerate(toy_pair.models):
+            vector = release.decoder_vectors(normalized=False)[latent, m].detach()
+            clean = model(tokens)
+            contribution = codes[..., latent, None] * vector
+            ablated = model.run_with_hooks(tokens, fwd_hooks=[(hook, lambda a, hook, c=contribution: a - c)])
+            kl = (clean.log_softmax(-1).exp() * (clean.log_softmax(-1) - ablated.log_softmax(-1))).sum(-1)
+            assert effects.iloc[0, m] == pytest.approx(kl[active].mean().item(), rel=1e-4, abs=1e-7)
+            generated = ablated_logits_fn(toy_pair, release, [latent], model_index=m)(tokens)
+            assert torch.allclose(generated, ablated, atol=1e-4)
+        assert effects.loc[latent, "n_active"] == int(active.sum())
+    runner = SplicedRunner(toy_pair.models, hook, tokens)
+    some = torch.tensor([2, 0])
+    assert torch.allclose(runner.run(0, lambda a: a, rows=some), runner.clean_logits(0)[some], atol=1e-5)
+    for rows in (torch.tensor([], dtype=torch.long), torch.tensor([[0]]), torch.tensor([0.0])):
+        with pytest.raises(ValueError, match="rows must be a non-empty 1-D tensor"):
+            runner.run(0, lambda a: a, rows=rows)
 
 
 def test_causal_summary():

@@ -177,16 +177,22 @@ class SplicedRunner:
         return self._clean_logits[model_index]
 
     @torch.no_grad()
-    def run(self, model_index: int, replacement: Replacement, rows: int | None = None) -> torch.Tensor:
+    def run(self, model_index: int, replacement: Replacement, rows: int | torch.Tensor | None = None) -> torch.Tensor:
         """Logits ``[batch, seq, vocab]`` of model ``model_index`` with its hook activation replaced.
 
-        ``replacement``: the new activation ``[batch, seq, d_model]``, or a function from the clean
+        ``replacement``: the new activation ``[batch, seq, d_model]`` (of the rows run), or a function from the clean
         activation to the new one. Only the part of the model from the hook's block on is computed.
-        ``rows`` limits the run to the first ``rows`` sequences. (Variants run one pass each: stacking
-        them along the batch was slower on CPU.)
+        ``rows`` limits the run to the first ``rows`` sequences, or (a 1-D tensor of row indices) to those rows;
+        ``batch`` is then their number. (Variants run one pass each: stacking them along the batch was slower on
+        CPU.)
         """
         model = self.models[model_index]
-        block_input = self._block_inputs[model_index][:rows]
+        if isinstance(rows, torch.Tensor):
+            if rows.dim() != 1 or rows.is_floating_point() or rows.numel() == 0:
+                raise ValueError(f"rows must be a non-empty 1-D tensor of row indices, got {rows!r:.80}")
+            block_input = self._block_inputs[model_index][rows.to(self._block_inputs[model_index].device)]
+        else:
+            block_input = self._block_inputs[model_index][:rows]
 
         def replace(activation: torch.Tensor) -> torch.Tensor:
             new = replacement(activation) if callable(replacement) else replacement

@@ -246,11 +246,14 @@ def latent_ablation_effects(pair: ModelPair, crosscoder: CrossCoder, token_batch
             active = codes[..., latent] > 0  # [batch, seq]
             if not active.any():
                 continue
-            contribution = latent_contributions(crosscoder, codes, [latent]).to(runner.activations.device)
+            # only the sequences where the latent fired change (its contribution is zero elsewhere)
+            fired = active.any(dim=1).nonzero().squeeze(1)  # [n_fired]
+            contribution = latent_contributions(crosscoder, codes[fired], [latent]).to(runner.activations.device)
             for m in range(len(names)):
-                ablated = runner.run(m, runner.activations[:, :, m] - contribution[:, :, m])
-                divergence = chunked_kl_divergence(runner.clean_logits(m), ablated)
-                kl_sums[row, m] += divergence[active.to(ablated.device)].sum().item()
+                fired_on = fired.to(runner.activations.device)
+                ablated = runner.run(m, runner.activations[fired_on, :, m] - contribution[:, :, m], rows=fired)
+                divergence = chunked_kl_divergence(runner.clean_logits(m)[fired_on], ablated)
+                kl_sums[row, m] += divergence[active[fired].to(ablated.device)].sum().item()
             counts[row] += active.sum().item()
     means = kl_sums / counts[:, None]
     table = pd.DataFrame(means.numpy(), columns=[f"kl_{role}" for role in names],
