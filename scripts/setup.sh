@@ -7,6 +7,9 @@
 # tools (the CPU torch 2.13 needs setuptools >= 77, Colab ships 75.2).
 # Everything after torch goes in with uv (from PyPI, into the venv): it resolves and installs the requirements in
 # about 12 s where pip takes about 100 s, and keeps the torch already there because 2.13.0 meets the range.
+# --compile-bytecode: pip writes every module's .pyc at install, uv does not by default; where
+# PYTHONDONTWRITEBYTECODE=1 (as on the CI machines) every process would then compile transformers, plotly and the
+# rest from source again at each import (it made the Gemma rehearsal's notebooks up to 3x slower).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
@@ -18,7 +21,7 @@ if [ -n "${COLAB_PINNED:-}" ]; then
   constraints=(-c "$VENV/colab-pins.txt")
 fi
 "$VENV/bin/python" -m pip install --quiet "torch==2.13.0" uv
-uv=("$VENV/bin/uv" pip install --quiet --python "$VENV/bin/python")
+uv=("$VENV/bin/uv" pip install --quiet --compile-bytecode --python "$VENV/bin/python")
 "${uv[@]}" -r requirements.txt "${constraints[@]}"
 "${uv[@]}" --no-deps -e .
 "$VENV/bin/python" -m ipykernel install --sys-prefix --name python3 >/dev/null

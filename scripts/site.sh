@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/uv ] || bash scripts/setup.sh   # a .venv from before uv gains it
-.venv/bin/uv pip install --quiet --python .venv/bin/python -r requirements-docs.txt
+.venv/bin/uv pip install --quiet --compile-bytecode --python .venv/bin/python -r requirements-docs.txt
 NO_MKDOCS_2_WARNING=1 .venv/bin/python scripts/build_site.py
