@@ -79,18 +79,24 @@ def pytest_configure(config: pytest.Config) -> None:
         config.args.append(str(folder.relative_to(ROOT)))
 
 
+# Fixtures built once for all pytest-xdist workers (tests/shared.py), each with the fixture whose first user builds
+# everything the others need: that test runs right after the notebooks, the others last, when the builds are there,
+# so no worker waits on a build's lock.
+SHARED_BUILDS = {"rehearsal_home": "measured", "ddp_runs": "ddp_runs"}
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # The offline Hub rehearsal and what its worker measures are built once for all workers (tests/shared.py): the
-    # first test that needs both runs right after the notebooks and builds them, the others run last, when they
-    # are there, so no worker waits on the lock.
-    needs = [item for item in items if "rehearsal_home" in getattr(item, "fixturenames", ())]
-    builder = next((item for item in needs if "measured" in item.fixturenames), None)
+    def uses(item: pytest.Item, fixture: str) -> bool:
+        return fixture in getattr(item, "fixturenames", ())
+
+    leaders = {next((item for item in items if uses(item, leader)), None) for leader in SHARED_BUILDS.values()}
+    followers = {item for item in items if any(uses(item, fixture) for fixture in SHARED_BUILDS)} - leaders
 
     def run_order(item: pytest.Item) -> tuple[int, int]:
         if item.path.suffix == ".ipynb":
             return 0, -NOTEBOOK_SECONDS.get(item.path.parent.name, {}).get(item.path.name[:2], 0)
-        if item is builder:
+        if item in leaders:
             return 1, 0
-        return (3, 0) if item in needs else (2, 0)
+        return (3, 0) if item in followers else (2, 0)
 
     items.sort(key=run_order)

@@ -15,6 +15,7 @@ import torch
 from helpers.activations.buffer import DiskCacheSource, write_disk_cache
 from helpers.activations.data import TokenShard
 from tests.fakes import CountingTokenSource, SyntheticSource
+from tests.shared import built_once, shared_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,17 +29,21 @@ def launch(world_size: int, out: Path) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("ddp")
-    launch(2, out)
-    launch(1, out)
-    return out
+@pytest.fixture(scope="session")
+def ddp_runs(tmp_path_factory, worker_id: str) -> Path:
+    """The worker's runs at world sizes 2 and 1, once for all pytest-xdist workers."""
+    def run_both(done: Path) -> None:
+        done.parent.mkdir(exist_ok=True)
+        launch(2, done.parent)
+        launch(1, done.parent)
+        done.write_text("2 and 1")
+
+    return built_once(shared_folder(tmp_path_factory, worker_id) / "ddp" / "done.txt", run_both).parent
 
 
 @pytest.mark.parametrize("activation", ["relu", "batchtopk"])
-def test_two_ranks_train_as_one(runs, activation):
-    one, two = (torch.load(runs / f"{activation}-w{w}.pt", weights_only=True) for w in (1, 2))
+def test_two_ranks_train_as_one(ddp_runs, activation):
+    one, two = (torch.load(ddp_runs / f"{activation}-w{w}.pt", weights_only=True) for w in (1, 2))
     for name, tensor in one["weights"].items():
         other = two["weights"][name]
         if tensor.is_floating_point():
@@ -55,8 +60,8 @@ def test_two_ranks_train_as_one(runs, activation):
         assert one["history"][-1]["l0"] == pytest.approx(two["history"][-1]["l0"])
 
 
-def test_resume_at_another_world_size_is_refused(runs):
-    message = (runs / "resume-mismatch.txt").read_text()
+def test_resume_at_another_world_size_is_refused(ddp_runs):
+    message = (ddp_runs / "resume-mismatch.txt").read_text()
     assert "2 rank(s)" in message and "this one has 1" in message and "helpers.load(" in message
 
 
