@@ -23,6 +23,9 @@ def test_notebook_opening_and_hygiene(path: Path):
     assert re.fullmatch(r"\d\d_[a-z0-9_]+\.ipynb", path.name), "numbered snake_case file name"
     assert notebook["metadata"]["kernelspec"]["name"] == "python3"
     cells = notebook["cells"]
+    ids = [cell.get("id") for cell in cells]
+    well_formed = all(isinstance(i, str) and re.fullmatch(r"[A-Za-z0-9-_]{1,64}", i) for i in ids)
+    assert well_formed and len(set(ids)) == len(ids), "every cell has an id of its own (nbformat 4.5; nbmake warns)"
     first = "".join(cells[0]["source"])
     assert cells[0]["cell_type"] == "markdown"
     badge = COLAB_BADGE_URL.format(repo=GITHUB_REPO, filename=path.name)
