@@ -232,3 +232,16 @@ def test_wandb_logging_is_off_by_default_and_offline_when_asked(tmp_path, monkey
     wandb.finish()
     logged = list(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
     assert logged, "an offline wandb run was written"
+
+
+def test_new_crosscoder_estimates_scales_on_at_most_the_buffers_size_by_default(toy_pair):
+    """50,000 activations, or fewer for a small buffer (the smoke scale's): drawn from the source, not the buffer."""
+    from helpers.training.recipes import make_buffer, new_crosscoder, token_source_for
+
+    buffer = make_buffer(toy_pair, token_source_for(toy_pair, seq_len=32), buffer_tokens=2048, model_batch_size=16)
+    crosscoder = new_crosscoder(toy_pair, buffer, d_hidden=64)
+    per_batch = 16 * 31  # BOS dropped
+    assert 2048 <= buffer.source.tokens_harvested < 2048 + per_batch
+    assert crosscoder.scale_factors.shape == (2,) and bool((crosscoder.scale_factors > 0).all())
+    with pytest.raises(ValueError, match="scale_tokens"):
+        new_crosscoder(toy_pair, buffer, scale_tokens=0, d_hidden=64)

@@ -179,11 +179,15 @@ def make_buffer(pair: ModelPair, token_source, buffer_tokens: int, storage_dtype
     return ShufflingBuffer(source, buffer_tokens=buffer_tokens, storage_dtype=storage_dtype, seed=seed)
 
 
-def new_crosscoder(pair: ModelPair, buffer: ShufflingBuffer, scale_tokens: int = 50_000, **cfg_kwargs) -> CrossCoder:
+def new_crosscoder(pair: ModelPair, buffer: ShufflingBuffer, scale_tokens: int | None = None,
+                   **cfg_kwargs) -> CrossCoder:
     """A freshly initialised crosscoder for ``pair`` at the pair's hook point, whose scale factors are
-    estimated on ``scale_tokens`` activations drawn from the buffer's source (so not used for training)."""
+    estimated on ``scale_tokens`` activations drawn from the buffer's source (so not used for training);
+    by default 50,000, or the buffer's size where that is smaller (a quick run's small buffer: the smoke scale)."""
     instance("pair", pair, ModelPair)
     instance("buffer", buffer, ShufflingBuffer)
+    if scale_tokens is None:
+        scale_tokens = min(50_000, buffer.buffer_tokens)
     return crosscoder_for_site(list(pair.names), pair.hook_point, buffer.source, scale_tokens, **cfg_kwargs)
 
 
