@@ -248,9 +248,9 @@ def latent_ablation_effects(pair: ModelPair, crosscoder: CrossCoder, token_batch
                 continue
             # only the sequences where the latent fired change (its contribution is zero elsewhere)
             fired = active.any(dim=1).nonzero().squeeze(1)  # [n_fired]
+            fired_on = fired.to(runner.activations.device)
             contribution = latent_contributions(crosscoder, codes[fired], [latent]).to(runner.activations.device)
             for m in range(len(names)):
-                fired_on = fired.to(runner.activations.device)
                 ablated = runner.run(m, runner.activations[fired_on, :, m] - contribution[:, :, m], rows=fired)
                 divergence = chunked_kl_divergence(runner.clean_logits(m)[fired_on], ablated)
                 kl_sums[row, m] += divergence[active[fired].to(ablated.device)].sum().item()

@@ -45,9 +45,7 @@ def write_snapshot(out: Path = CORPUS_SNAPSHOT) -> Path:
     if not out.parent.is_dir():
         raise FileNotFoundError(f"--out {out}: the folder {out.parent} does not exist")
     texts = {path.relative_to(root).as_posix(): path.read_text(encoding="utf-8", errors="replace") for path in files}
-    payload = json.dumps({"python": platform.python_version(), "files": texts}, ensure_ascii=False)
-    out.write_bytes(lzma.compress(payload.encode("utf-8"), preset=9 | lzma.PRESET_EXTREME))
-    return out
+    return _write_xz_json(out, {"python": platform.python_version(), "files": texts})
 
 
 def documented_functions(source: str) -> list[tuple[str, str]]:
@@ -90,8 +88,13 @@ def write_functions_table(snapshot: Path = CORPUS_SNAPSHOT, out: Path = FUNCTION
     files = load_snapshot(snapshot)
     if not out.parent.is_dir():
         raise FileNotFoundError(f"the folder {out.parent} does not exist")
-    payload = json.dumps(functions_table(files), ensure_ascii=False)
-    out.write_bytes(lzma.compress(payload.encode("utf-8"), preset=9 | lzma.PRESET_EXTREME))
+    return _write_xz_json(out, functions_table(files))
+
+
+def _write_xz_json(out: Path, payload: object) -> Path:
+    """``payload`` as xz-compressed UTF-8 JSON at ``out`` (the same bytes for the same payload); returns ``out``."""
+    out.write_bytes(lzma.compress(json.dumps(payload, ensure_ascii=False).encode("utf-8"),
+                                  preset=9 | lzma.PRESET_EXTREME))
     return out
 
 
