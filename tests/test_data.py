@@ -244,6 +244,12 @@ def test_token_lists_join_each_item_with_its_end_token_in_any_order(tmp_path, mo
     next((tmp_path / "token-ids").glob("*.pt")).write_bytes(b"damaged")
     assert [tokenized(tokenizer, texts).item(i) for i in range(3)] == direct, "a damaged file is computed again"
     assert len(list((tmp_path / "token-ids").glob("*.pt"))) == 1 and tokenized(tokenizer, texts[:2]).item(1) == []
+    with pytest.raises(TypeError, match="texts must be a list of strings"):
+        tokenized(tokenizer, "def f(): pass")
+    from helpers.toy.token_ids import corpus_token_ids
+
+    with pytest.raises(ValueError, match="'organism'"):
+        corpus_token_ids(tokenizer, "train", "organism")
     (tmp_path / "a-file").write_text("not a folder")
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "a-file"))
     assert [tokenized(tokenizer, texts).item(i) for i in range(3)] == direct, "an unusable cache folder is passed over"

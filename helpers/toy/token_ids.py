@@ -86,6 +86,8 @@ def _cache_key(tokenizer, texts: list[str]) -> str | None:
 
 def tokenized(tokenizer, texts: list[str]) -> TokenLists:
     """The ids of each of ``texts`` (no special tokens), from the disk cache when it has them."""
+    if not isinstance(texts, list) or not all(isinstance(text, str) for text in texts):
+        raise TypeError(f"texts must be a list of strings, got {texts!r:.80}")
     key = _cache_key(tokenizer, texts)
     path = cache_folder() / "token-ids" / f"{key}.pt" if key else None
     if path is not None and path.is_file():
