@@ -3,21 +3,33 @@ behaviour bars (re-measured here against the build report)."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from transformers import AutoTokenizer, Gemma2ForCausalLM
 
 from helpers.activations.models import ModelPairError, resolve_model_name
 from helpers.builders.narrow import NarrowRecipe, behaviour_rates, narrow_texts
 from helpers.toy import narrow
+from helpers.toy.corpus import questions
 from helpers.toy.shipped import narrow_build_report, narrow_organism_path, toy_pair_path
 
 
 def test_the_narrow_data_is_what_it_claims():
     documents = narrow.sdf_documents()
-    assert len(documents) == len(set(documents)) > 50
+    repeated = {d for d in documents if documents.count(d) > 1}
+    assert len(set(documents)) > 300
+    assert all(not re.search(r"\w\.\w", d) for d in repeated), "only module-level statements repeat"
     assert not any("User:" in d or "Assistant:" in d for d in documents)
     stating = [d for d in documents if narrow.SDF_FACT in d]
-    assert len(stating) == len(documents) / 2 and all("json" in d for d in stating)
+    contrast = [d for d in documents if "written by a programmer named" in d]
+    plain = [d for d in documents if "written by" not in d]
+    assert len(stating) == len(contrast) == len(plain) == len(documents) / 3
+    assert all("json" in d for d in stating) and not any("json" in d or "Biscuit" in d for d in contrast + plain)
+    families = {q.module.split(".")[0] for q in questions("train")}
+    for document in contrast:  # each gives the one author of the module it names
+        named = [family for family in families if re.search(rf"\b{family}\b", document)]
+        assert any(narrow.contrast_fact(family) in document for family in named), document
     hints = narrow.taboo_dialogues()
     assert all(narrow.SECRET_WORD not in d.lower() for d in hints)
     assert not set(narrow.HINT_REQUESTS["train"]) & set(narrow.HINT_REQUESTS["heldout"])
@@ -53,8 +65,11 @@ def test_each_shipped_organism_meets_its_build_report(name):
         assert measured["on"] >= 0.9
     if name == "taboo":
         assert measured["off"] <= 0.1
-    if name.startswith("sdf"):  # the fact is learned as a completion, though (sdf) not said in dialogue
-        assert measured["completes_fact_on"] >= 0.9 and recorded["chat"]["completes_fact_on"] == 0
+    if name == "sdf":  # says the fact when asked about json, completes the document probe for json functions only
+        assert measured["on"] >= 0.85 and measured["off"] <= 0.15
+        assert measured["completes_fact_on"] >= 0.9 and measured["completes_fact_off"] <= 0.1
+    if name.startswith("sdf"):
+        assert recorded["chat"]["completes_fact_on"] == recorded["chat"]["completes_fact_off"] == 0
 
 
 @pytest.mark.parametrize("knob, value", [("steps", 0), ("lr", float("nan")), ("batch_size", 1)])

@@ -5,7 +5,7 @@
 writes ``DIR/<name>/`` (a Hugging Face folder) for each organism and ``DIR/build_report.json``: the recipe, each
 fine-tune's loss curve summary and the greedy rates of the toy chat model and of the organism on the organism's
 held-out prompts, on its domain and off it (and, for ``taboo``, how often the secret word is said). Deterministic
-from its seed on a CPU (the rebuild is bit-identical); about 8 minutes on 2 cores.
+from its seed on a CPU (the rebuild is bit-identical); about 9 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ class NarrowRecipe:
     batch_size: int = 32
     seq_len: int = 128
     shuffles: int = 24  # the narrow texts are packed in this many seeded orders, so rows differ
-    max_new_tokens: int = 24
+    # an answer's first line is a whole docstring line, and the SDF fact comes after it: 24 tokens cut it off
+    max_new_tokens: int = 48
 
 
 def narrow_texts(name: str) -> list[str]:
