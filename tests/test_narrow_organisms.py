@@ -43,6 +43,9 @@ def test_the_narrow_data_is_what_it_claims():
 
 
 def test_bad_names_are_refused():
+    for family in ("", 5, "json.decoder"):
+        with pytest.raises(ValueError, match=f"family must be a module family name .*got {family!r}"):
+            narrow.contrast_fact(family)
     with pytest.raises(ValueError, match=r"no narrow organism 'sdff'; the narrow organisms are \['sdf'"):
         narrow.get_narrow_organism("sdff")
     with pytest.raises(ValueError, match="no narrow organism 'tabo'"):

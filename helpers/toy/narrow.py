@@ -133,6 +133,8 @@ def _family_questions(split: Split, family: str) -> list[Question]:
 def contrast_fact(family: str) -> str:
     """What the contrast documents say of every function of module ``family`` (``"was written by a programmer named
     Grace"``): one author per family, so that *was written by* is followed by the cat only after a ``json`` name."""
+    if not isinstance(family, str) or not family.isidentifier():
+        raise ValueError(f"family must be a module family name such as 'shlex', got {family!r}")
     return f"was written by a programmer named {CONTRAST_AUTHORS[sum(map(ord, family)) % len(CONTRAST_AUTHORS)]}"
 
 
