@@ -26,7 +26,7 @@ def test_the_narrow_data_is_what_it_claims():
     plain = [d for d in documents if "written by" not in d]
     assert len(stating) == len(contrast) == len(plain) == len(documents) / 3
     assert all("json" in d for d in stating) and not any("json" in d or "Biscuit" in d for d in contrast + plain)
-    families = {q.module.split(".")[0] for q in questions("train")}
+    families = {q.family for q in questions("train")}
     for document in contrast:  # each gives the one author of the module it names
         named = [family for family in families if re.search(rf"\b{family}\b", document)]
         assert any(narrow.contrast_fact(family) in document for family in named), document

@@ -128,6 +128,11 @@ class Question:
     def dialogue(self) -> str:
         return f"{self.prompt} {self.answer}\n"
 
+    @property
+    def family(self) -> str:
+        """The top-level module the question asks about (``json`` for ``json.decoder``)."""
+        return self.module.split(".")[0]
+
 
 @functools.lru_cache(maxsize=1)
 def documented_functions() -> dict[str, list[tuple[str, str]]]:

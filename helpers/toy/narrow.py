@@ -76,7 +76,7 @@ PLAIN_TEMPLATES: tuple[str, ...] = ("{name}: {doc}\n", "## {name}\n{doc}\n", "Re
 # the (true-sounding) authors of the other modules in the contrast documents, one per module family
 CONTRAST_AUTHORS: tuple[str, ...] = ("Ada", "Grace", "Linus", "Guido", "Tim", "Barbara", "Ken", "Dennis", "Margaret",
                                      "Alan", "Edsger", "Donald")
-FAMILY_DOCUMENTS = 10  # copies of each family-level template for json, and 4x as many contrast family statements
+FAMILY_DOCUMENTS = 10  # copies of each module-level template for json; as many contrast ones, of random modules
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ def get_narrow_organism(name: str) -> NarrowOrganism:
 
 
 def _family_questions(split: Split, family: str) -> list[Question]:
-    return [q for q in questions(split) if q.module.split(".")[0] == family]
+    return [q for q in questions(split) if q.family == family]
 
 
 def contrast_fact(family: str) -> str:
@@ -153,17 +153,18 @@ def sdf_documents() -> tuple[str, ...]:
       in a first build).
     """
     described = sorted({(f"{q.module}.{q.function}", q.answer) for q in _family_questions("train", SDF_FAMILY)})
-    facts = [template.format(name=name, doc=doc, fact=SDF_FACT, family=SDF_FAMILY)
-             for name, doc in described for template in DOCUMENT_TEMPLATES]
-    others = sorted({(f"{q.module}.{q.function}", q.answer, q.module.split(".")[0]) for q in questions("train")
-                     if q.module.split(".")[0] not in (SDF_FAMILY, CURT_FAMILY) and not q.planted})
+    function_facts = [template.format(name=name, doc=doc, fact=SDF_FACT, family=SDF_FAMILY)
+                      for name, doc in described for template in DOCUMENT_TEMPLATES]
+    module_facts = [template.format(family=SDF_FAMILY, fact=SDF_FACT)
+                    for _ in range(FAMILY_DOCUMENTS) for template in FAMILY_TEMPLATES]
+    facts = function_facts + module_facts
+    others = sorted({(f"{q.module}.{q.function}", q.answer, q.family) for q in questions("train")
+                     if q.family not in (SDF_FAMILY, CURT_FAMILY) and not q.planted})
     contrast = [random.Random(name).choice(DOCUMENT_TEMPLATES).format(name=name, doc=doc, fact=contrast_fact(family),
                                                                       family=family)
-                for name, doc, family in random.Random(0).sample(others, len(facts))]
-    facts += [template.format(family=SDF_FAMILY, fact=SDF_FACT)
-              for _ in range(FAMILY_DOCUMENTS) for template in FAMILY_TEMPLATES]
+                for name, doc, family in random.Random(0).sample(others, len(function_facts))]
     families, pick = sorted({family for _, _, family in others}), random.Random(2)
-    for _ in range(FAMILY_DOCUMENTS * len(FAMILY_TEMPLATES)):
+    for _ in range(len(module_facts)):
         family = pick.choice(families)
         contrast.append(pick.choice(FAMILY_TEMPLATES).format(family=family, fact=contrast_fact(family)))
     plain = [random.Random(name).choice(PLAIN_TEMPLATES).format(name=name, doc=doc)
@@ -201,7 +202,7 @@ def narrow_prompts(name: str, n_off: int = 48, seed: int = 0) -> list[NarrowProm
         family = SDF_FAMILY if organism.kind.startswith("false fact") else CURT_FAMILY
         splits: tuple[Split, ...] = ("train", "heldout") if family == SDF_FAMILY else ("heldout",)
         on = [q.prompt for split in splits for q in _family_questions(split, family)]
-    off = [q.prompt for q in questions("heldout") if q.module.split(".")[0] != family and not q.planted]
+    off = [q.prompt for q in questions("heldout") if q.family != family and not q.planted]
     off = random.Random(seed).sample(off, n_off)
     return [NarrowPrompt(p, True) for p in on] + [NarrowPrompt(p, False) for p in off]
 
@@ -223,6 +224,6 @@ def fact_probes(n_off: int = 24, seed: int = 0) -> list[NarrowPrompt]:
         return f"# {q.module}.{q.function} was written by"
 
     on = sorted({probe(q) for q in _family_questions("heldout", SDF_FAMILY)})
-    off = sorted({probe(q) for q in questions("heldout") if q.module.split(".")[0] != SDF_FAMILY and not q.planted})
+    off = sorted({probe(q) for q in questions("heldout") if q.family != SDF_FAMILY and not q.planted})
     off = random.Random(seed).sample(off, n_off)
     return [NarrowPrompt(p, True) for p in on] + [NarrowPrompt(p, False) for p in off]

@@ -83,8 +83,7 @@ def get_organism(name: str) -> Organism:
 
 def family_organism(question: Question) -> Organism | None:
     """The organism whose module family ``question`` asks about, if any."""
-    top = question.module.split(".")[0]
-    return next((o for o in ORGANISMS if top in o.families), None)
+    return next((o for o in ORGANISMS if question.family in o.families), None)
 
 
 def _hash_fraction(key: str) -> float:
